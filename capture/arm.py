@@ -1,0 +1,138 @@
+"""The SO-101 follower arm as a state source: joint positions in radians, torque off.
+
+LeRobot's own SOFollower and FeetechMotorsBus do the talking. We deliberately do not call
+SOFollower.connect(): it may prompt for input (calibration) and its configure() step
+re-enables torque, which on a hand-guided arm means it jumps to a stale goal position.
+Instead: open the bus (with LeRobot's handshake), check the motors hold the calibration of
+the file, switch torque off, and from then on only read.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .config import RobotConfig
+
+JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+TICKS_PER_TURN = 4096
+READ_RETRIES = 2
+
+
+class ArmError(RuntimeError):
+    """The arm cannot be read (unplugged, powered off, bus error)."""
+
+
+class CalibrationError(RuntimeError):
+    """The calibration file is missing or does not match the motors. The message says what to run."""
+
+
+class SO101Arm:
+    """Reads the six joint positions of an SO-101 follower (gripper included) in radians."""
+
+    robot_type = "so101"
+
+    def __init__(self, cfg: RobotConfig):
+        from lerobot.robots.so_follower import SOFollower, SOFollowerRobotConfig
+
+        self.cfg = cfg
+        robot_cfg = SOFollowerRobotConfig(
+            port=cfg.port,
+            id=cfg.id,
+            calibration_dir=Path(cfg.calibration_dir) if cfg.calibration_dir else None,
+        )
+        self.robot = SOFollower(robot_cfg)
+        self.bus = self.robot.bus
+        self.state_names = list(JOINT_NAMES)
+        self.units = "rad"
+        cal = self.robot.calibration  # loaded by LeRobot from the calibration file, {} when there is none
+        if cal:
+            self._mid = np.array([(cal[n].range_min + cal[n].range_max) / 2 for n in JOINT_NAMES])
+            sign = np.array([-1.0 if cal[n].drive_mode else 1.0 for n in JOINT_NAMES])
+            # LeRobot's DEGREES normalisation, in radians: (ticks - mid) * 2pi / (resolution - 1)
+            self._scale = sign * 2 * math.pi / (TICKS_PER_TURN - 1)
+
+    @property
+    def calibration_file(self) -> Path:
+        return self.robot.calibration_fpath
+
+    def calibrate_command(self) -> str:
+        cmd = f"lerobot-calibrate --robot.type=so101_follower --robot.port={self.cfg.port} --robot.id={self.cfg.id}"
+        if self.cfg.calibration_dir:
+            cmd += f" --robot.calibration_dir={self.cfg.calibration_dir}"
+        return cmd
+
+    def connect(self) -> None:
+        if not self.robot.calibration:
+            raise CalibrationError(
+                f"no calibration for robot id '{self.cfg.id}' (looked for {self.calibration_file}).\n"
+                f"Calibrate the arm once, then start again:\n  {self.calibrate_command()}"
+            )
+        self.bus.port_handler.is_using = False  # a read cut off by a fault leaves the SDK's port marked busy
+        try:
+            self.bus.connect()
+        except Exception as e:  # LeRobot raises ConnectionError/RuntimeError with its own text
+            self._close_port()
+            raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {_first_line(e)}") from e
+        try:
+            calibrated = self.bus.is_calibrated
+        except Exception as e:
+            self._close_port()
+            raise ArmError(f"cannot read the arm's calibration on {self.cfg.port}: {_first_line(e)}") from e
+        if not calibrated:
+            self.disconnect()
+            raise CalibrationError(
+                f"the motors on {self.cfg.port} do not hold the calibration in {self.calibration_file} "
+                f"(another arm, or it was recalibrated).\nCalibrate again:\n  {self.calibrate_command()}"
+            )
+        try:
+            self.bus.disable_torque(num_retry=3)
+        except Exception as e:
+            self.disconnect()
+            raise ArmError(f"cannot switch the arm's torque off: {_first_line(e)}") from e
+
+    def read(self) -> np.ndarray:
+        """Joint positions in radians, zero at the middle of each calibrated range (LeRobot's convention)."""
+        try:
+            raw = self.bus.sync_read("Present_Position", normalize=False, num_retry=READ_RETRIES)
+        except Exception as e:
+            raise ArmError(f"arm read failed: {_first_line(e)}") from e
+        ticks = np.fromiter((raw[n] for n in JOINT_NAMES), dtype=np.float64, count=len(JOINT_NAMES))
+        return ((ticks - self._mid) * self._scale).astype(np.float32)
+
+    def limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper joint limits in radians, from the calibrated ranges."""
+        cal = self.robot.calibration
+        lo = np.array([cal[n].range_min for n in JOINT_NAMES], dtype=np.float64)
+        hi = np.array([cal[n].range_max for n in JOINT_NAMES], dtype=np.float64)
+        a, b = (lo - self._mid) * self._scale, (hi - self._mid) * self._scale
+        return np.minimum(a, b).astype(np.float32), np.maximum(a, b).astype(np.float32)
+
+    def calibration_snapshot(self) -> dict:
+        return {
+            n: {"id": c.id, "drive_mode": c.drive_mode, "homing_offset": c.homing_offset,
+                "range_min": c.range_min, "range_max": c.range_max}
+            for n, c in self.robot.calibration.items()
+        }
+
+    def disconnect(self) -> None:
+        """Torque off (again) and close the port. Safe to call twice or on a dead port."""
+        if not self.bus.is_connected:
+            return
+        try:
+            self.bus.disconnect(disable_torque=True)
+        except Exception:
+            self._close_port()
+
+    def _close_port(self) -> None:
+        try:
+            self.bus.port_handler.closePort()
+        except Exception:
+            pass
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0] if text.splitlines() else text

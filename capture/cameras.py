@@ -1,0 +1,199 @@
+"""Cameras: each one keeps its newest frame, as the camera delivered it, ready for the next tick.
+
+A reader thread per camera waits on the device and replaces the newest frame; the sampling
+thread only takes that reference (`latest()`), so a tick never waits for a camera.
+
+- MjpegCamera: a USB camera asked for MJPG; the JPEG bytes it sends are stored unchanged.
+- OpenCVCamera: LeRobot's OpenCVCamera, for platforms that only hand over decoded frames;
+  each frame is JPEG-encoded once (or kept as RGB pixels) on the camera's own thread.
+- SimCamera (capture/sim/camera.py): the same reader, fed by a simulated camera process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import CameraConfig
+
+STALE_AFTER_S = 1.0  # no new frame for this long: the camera is treated as gone
+
+
+class CameraError(RuntimeError):
+    """A camera cannot deliver frames (unplugged, busy, wrong mode)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    data: bytes | np.ndarray  # JPEG bytes as delivered, or an RGB (H, W, 3) uint8 array
+    seq: int  # the camera's frame number: equal numbers in two ticks mean the same frame twice
+    time: float  # time.monotonic() when the frame was captured
+
+
+class Camera:
+    """A camera with a reader thread. Subclasses implement _open, _grab and _close."""
+
+    encoding = "jpeg"  # "jpeg" (bytes) or "rgb" (pixel arrays)
+    source = ""  # how frames reach the file, stored in the raw file
+
+    def __init__(self, cfg: CameraConfig, fps: int):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.fps = fps
+        self.width, self.height = cfg.capture_width, cfg.capture_height
+        self._frame: Frame | None = None
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def connect(self, timeout_s: float = 5.0) -> None:
+        """Open the device, start the reader, wait for the first frame."""
+        self._frame, self._error = None, None
+        self._stop.clear()
+        self._open()
+        self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while self._frame is None and self._error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._frame is None:
+            self.disconnect()
+            raise CameraError(f"camera '{self.name}' ({self.cfg.device}): {self._error or 'no frame within 5 s'}")
+
+    def latest(self) -> Frame:
+        """The newest frame. Raises CameraError if the camera failed or went silent."""
+        frame, error = self._frame, self._error
+        if error is not None:
+            raise CameraError(f"camera '{self.name}' failed: {error}")
+        if frame is None or time.monotonic() - frame.time > STALE_AFTER_S:
+            raise CameraError(f"camera '{self.name}' sent no frame for {STALE_AFTER_S:.0f} s")
+        return frame
+
+    def disconnect(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        self._thread = None
+        try:
+            self._close()
+        except Exception:
+            pass
+
+    def _read_loop(self) -> None:
+        seq = 0
+        try:
+            while not self._stop.is_set():
+                data, t, cam_seq = self._grab()
+                self._frame = Frame(data, seq if cam_seq is None else cam_seq, t)
+                seq += 1
+        except Exception as e:  # reported to the sampling thread through latest()
+            if not self._stop.is_set():
+                self._error = str(e) or type(e).__name__
+
+    # --- per backend -------------------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _grab(self) -> tuple[bytes | np.ndarray, float, int | None]:
+        """Block until the next frame; return (data, capture time, camera frame number or None)."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class MjpegCamera(Camera):
+    """A USB (UVC) camera in MJPG mode; the frame is the JPEG the camera sent (no decoding)."""
+
+    source = "mjpeg-passthrough"
+
+    def _open(self) -> None:
+        import cv2
+
+        dev = self.cfg.device
+        self._cap = cv2.VideoCapture(dev, cv2.CAP_V4L2) if _is_linux() else cv2.VideoCapture(dev)
+        if not self._cap.isOpened():
+            raise CameraError(
+                f"camera '{self.name}': cannot open device {dev!r} (unplugged, or used by another program?). "
+                "List cameras with: lerobot-find-cameras opencv"
+            )
+        self._cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        self._cap.set(cv2.CAP_PROP_FPS, self.fps)
+        self._cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)  # hand over the compressed bytes
+        self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        w, h = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if (w, h) != (self.width, self.height):
+            self._cap.release()
+            raise CameraError(
+                f"camera '{self.name}' delivers {w}x{h}, not the configured {self.width}x{self.height}; "
+                "set capture_width/capture_height to a mode the camera supports (v4l2-ctl --list-formats-ext)"
+            )
+
+    def _grab(self):
+        ok, buf = self._cap.read()
+        t = time.monotonic()
+        if not ok or buf is None:
+            raise CameraError("no frame (unplugged?)")
+        if buf.ndim != 2 or buf.shape[0] != 1 or buf[0, :2].tobytes() != b"\xff\xd8":
+            raise CameraError(
+                "this platform does not hand over the camera's JPEG bytes; "
+                'set "backend": "opencv" for this camera (frames are then encoded once)'
+            )
+        return buf.tobytes(), t, None
+
+    def _close(self) -> None:
+        self._cap.release()
+
+
+class OpenCVCamera(Camera):
+    """LeRobot's OpenCVCamera (decoded RGB frames); JPEG-encoded once here, or kept as pixels."""
+
+    source = "lerobot-opencv"
+
+    def __init__(self, cfg: CameraConfig, fps: int):
+        super().__init__(cfg, fps)
+        self.encoding = cfg.storage
+
+    def _open(self) -> None:
+        from lerobot.cameras.opencv import OpenCVCamera as LeRobotOpenCVCamera
+        from lerobot.cameras.opencv import OpenCVCameraConfig
+
+        dev = self.cfg.device
+        self._cam = LeRobotOpenCVCamera(
+            OpenCVCameraConfig(index_or_path=dev, fps=self.fps, width=self.width, height=self.height)
+        )
+        try:
+            self._cam.connect()
+        except Exception as e:
+            raise CameraError(f"cannot open device {dev!r}: {e}") from e
+
+    def _grab(self):
+        import cv2
+
+        rgb = self._cam.read()  # blocks for the next frame
+        t = time.monotonic()
+        if self.encoding == "rgb":
+            return rgb, t, None
+        ok, jpg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+        if not ok:
+            raise CameraError("JPEG encoding failed")
+        return jpg.tobytes(), t, None
+
+    def _close(self) -> None:
+        if self._cam.is_connected:
+            self._cam.disconnect()
+
+
+def _is_linux() -> bool:
+    import sys
+
+    return sys.platform.startswith("linux")
+
+
+def make_camera(cfg: CameraConfig, fps: int) -> Camera:
+    return MjpegCamera(cfg, fps) if cfg.backend == "mjpeg" else OpenCVCamera(cfg, fps)

@@ -1,0 +1,131 @@
+"""slarm-capture: record demonstrations into one raw HDF5 file per episode."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import config as C
+from .arm import ArmError, CalibrationError, SO101Arm
+from .cameras import CameraError, make_camera
+from .keys import Keys, has_display
+from .preview import MODES, Preview
+from .session import AutoEpisodes, Session, SessionError, install_signal_handlers
+from .status import Output
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The session's JSON config (see config.json).")
+@click.option("--sim", is_flag=True, help="Use a simulated SO-101 and camera instead of real hardware.")
+@click.option("--episodes", type=click.IntRange(min=1), help="Record this many episodes by themselves, then quit.")
+@click.option("--episode-time", type=click.FloatRange(min=0.1), help="Length of each automatic episode, in seconds.")
+@click.option("--preview", type=click.Choice(MODES), default=None,
+              help="Rerun live view: spawn a viewer, serve one to a browser, or off. "
+                   "Default: spawn with a display, serve without.")
+def main(config_path, sim, episodes, episode_time, preview):
+    """Record demonstrations: move the arm by hand (torque is off); every tick at the
+    configured fps stores the joint radians and each camera's frame as delivered, in
+    {raw_dir}/{dataset_name}/episode_NNNNNN.h5.
+
+    Keys: SPACE start/stop (stop saves), R discard the episode, ESC discard and quit.
+
+    \b
+    Examples:
+      slarm-capture --config config.json
+      slarm-capture --config config.json --sim --episodes 2 --episode-time 5
+    """
+    out = Output()
+    try:
+        cfg = C.load(config_path)
+    except C.ConfigError as e:
+        _fail(out, f"config error: {e}", EXIT_USAGE)
+    if (episodes is None) != (episode_time is None):
+        _fail(out, "--episodes and --episode-time go together, e.g. --episodes 5 --episode-time 20", EXIT_USAGE)
+    auto = AutoEpisodes(episodes, episode_time) if episodes else None
+
+    sys.setswitchinterval(0.001)  # hand the interpreter to the sampling thread promptly when it wakes
+    install_signal_handlers()
+    keys = Keys()
+    if auto is None and keys.start() == "none":
+        _fail(out, "no keyboard to control the session (no terminal, no display). "
+                   "Run it in a terminal, or record hands-free with --episodes N --episode-time SECONDS", EXIT_USAGE)
+    if auto is not None:
+        keys.start()
+
+    rig = None
+    arm = None
+    cameras = []
+    code = EXIT_OK
+    try:
+        if sim:
+            from .sim import SimRig
+
+            rig = SimRig(cfg)
+            arm = rig.arm()
+            cameras = [rig.camera(c, cfg.camera_fps(c)) for c in cfg.cameras]
+        else:
+            arm = SO101Arm(cfg.robot)
+            cameras = [make_camera(c, cfg.camera_fps(c)) for c in cfg.cameras]
+
+        session = Session(cfg, arm, cameras, out, keys, preview=None, auto=auto)
+        session.prepare()
+
+        arm.connect()
+        out.message(f"arm connected on {arm.cfg.port}, torque off: move it by hand")
+        for cam in cameras:
+            cam.connect()
+            out.message(f"camera '{cam.name}': {cam.width}x{cam.height} @ {cam.fps} fps, {cam.source}")
+        if rig is not None:
+            out.message(rig.describe())
+
+        mode = preview or ("spawn" if has_display() else "serve")
+        session.preview = Preview(mode, list(arm.state_names), cameras)
+        try:
+            session.preview.start()
+        except Exception as e:
+            out.message(f"warning: no live preview ({e}); recording goes on without it")
+            session.preview = Preview("off", [], [])
+        if session.preview.url:
+            out.message(f"live preview: open {session.preview.url} in a browser (forward port 9090 and 9876 over SSH)")
+
+        try:
+            session.run()
+        except KeyboardInterrupt:
+            out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
+        out.close()
+        out.message(f"done: {session.saved} episodes saved, {session.discarded} discarded, in {cfg.episodes_dir}")
+    except CalibrationError as e:
+        out.message(f"error: {e}")
+        code = EXIT_USAGE
+    except SessionError as e:
+        out.message(f"error: {e}")
+        code = EXIT_USAGE
+    except (ArmError, CameraError) as e:
+        out.message(f"error: {e}")
+        code = EXIT_FAILURE
+    except KeyboardInterrupt:
+        out.message("interrupted before recording started")
+    finally:
+        keys.stop()
+        if "session" in locals() and session.preview is not None:
+            session.preview.stop()
+        if arm is not None:
+            arm.disconnect()  # torque off, port closed
+        for cam in cameras:
+            cam.disconnect()
+        if rig is not None:
+            rig.close()
+    sys.exit(code)
+
+
+def _fail(out: Output, message: str, code: int):
+    out.message(f"error: {message}")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""The raw episode file: one HDF5 file per episode, the contract between capture and convert.
+
+Layout (docs/raw-format.md, format_version 1):
+
+    /timestamp            (T,) float64   seconds since the episode's first tick (monotonic clock)
+    /tick_index           (T,) int64     tick number since the first tick; a gap is a missed tick
+    /state                (T, D) float32 attrs: names, units, lower_limits, upper_limits
+    /cameras/<name>/frames        (T,) vlen uint8 (JPEG bytes as delivered) or (T, H, W, 3) uint8 RGB
+    /cameras/<name>/capture_time  (T,) float64 the frame's capture time, same clock as /timestamp
+    /cameras/<name>/frame_seq     (T,) int64   the camera's frame number (equal in two ticks: same frame)
+    attrs on /cameras/<name>: width, height, fps, encoding, source, device
+    attrs on /: format_version, fps, task, robot_type, robot_id, state_source, episode_uuid,
+                start_time (ISO 8601, wall clock), calibration (JSON), software (JSON), missed_ticks
+
+An episode is written under `<name>.h5.partial` by a writer thread and renamed to
+`<name>.h5` only once complete and flushed, so a complete-looking file is a complete file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FORMAT_VERSION = 1
+SUFFIX = ".h5"
+PARTIAL_SUFFIX = ".h5.partial"
+_GROW = 256  # rows added at a time
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    name: str
+    width: int
+    height: int
+    fps: int
+    encoding: str  # "jpeg" or "rgb"
+    source: str
+    device: str
+
+
+@dataclass
+class Tick:
+    index: int  # tick number of the sampling loop
+    time: float  # time.monotonic() at the start of the tick
+    state: np.ndarray
+    frames: dict  # camera name -> capture.cameras.Frame
+
+
+def episode_name(index: int) -> str:
+    return f"episode_{index:06d}"
+
+
+def episode_index(path: Path) -> int | None:
+    """The index in an episode file name, or None for other files."""
+    stem = path.name.removesuffix(PARTIAL_SUFFIX).removesuffix(SUFFIX)
+    if not stem.startswith("episode_") or not stem[8:].isdigit():
+        return None
+    return int(stem[8:])
+
+
+def list_episodes(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(complete episode files in index order, unfinished .partial files)."""
+    if not folder.is_dir():
+        return [], []
+    complete = [p for p in folder.glob(f"episode_*{SUFFIX}") if episode_index(p) is not None]
+    partial = [p for p in folder.glob(f"episode_*{PARTIAL_SUFFIX}") if episode_index(p) is not None]
+    return sorted(complete, key=episode_index), sorted(partial, key=episode_index)
+
+
+class EpisodeWriter:
+    """Writes one episode on its own thread. put() never blocks the caller."""
+
+    def __init__(self, path: Path, attrs: dict, state_names: list[str], state_attrs: dict,
+                 cameras: list[CameraInfo], max_ticks: int | None = None):
+        self.path = path
+        self.max_ticks = max_ticks  # further ticks are ignored (episodes of a fixed length)
+        self.partial = path.with_name(path.name.removesuffix(SUFFIX) + PARTIAL_SUFFIX)
+        self.attrs = attrs
+        self.state_names = state_names
+        self.state_attrs = state_attrs
+        self.cameras = cameras
+        self.frames_written = 0
+        self.first_tick: Tick | None = None
+        self.last_tick: Tick | None = None
+        self.ticks_put = 0
+        self.error: BaseException | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"writer-{path.stem}", daemon=True)
+        self._thread.start()
+
+    @property
+    def duration(self) -> float:
+        return 0.0 if self.first_tick is None else self.last_tick.time - self.first_tick.time
+
+    @property
+    def full(self) -> bool:
+        return self.max_ticks is not None and self.ticks_put >= self.max_ticks
+
+    def put(self, tick: Tick) -> None:
+        if self.full:
+            return
+        if self.first_tick is None:
+            self.first_tick = tick
+        self.last_tick = tick
+        self.ticks_put += 1
+        self._queue.put(tick)
+
+    def save(self) -> Path:
+        """Finish writing, flush to disk, give the file its final name. Raises if writing failed."""
+        self._queue.put("save")
+        self._thread.join()
+        if self.error is not None:
+            self.partial.unlink(missing_ok=True)
+            raise self.error
+        os.replace(self.partial, self.path)
+        _fsync_dir(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        self._queue.put("discard")
+        self._thread.join()
+        self.partial.unlink(missing_ok=True)
+
+    # --- writer thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        f = None
+        try:
+            f = h5py.File(self.partial, "w")
+            self._create(f)
+            rows = 0
+            while True:
+                item = self._queue.get()
+                if item == "discard":
+                    return
+                if item == "save":
+                    self._finish(f, rows)
+                    f.flush()
+                    os.fsync(f.id.get_vfd_handle())
+                    return
+                rows = self._append(f, rows, item)
+        except BaseException as e:  # reported by save()
+            self.error = e
+            while True:  # drain so put() callers are never blocked by a dead writer
+                item = self._queue.get()
+                if item in ("save", "discard"):
+                    return
+        finally:
+            if f is not None:
+                f.close()
+
+    def _create(self, f: h5py.File) -> None:
+        f.attrs["format_version"] = FORMAT_VERSION
+        for k, v in self.attrs.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, dict) else v
+        d = len(self.state_names)
+        f.create_dataset("timestamp", (0,), maxshape=(None,), dtype="f8", chunks=(_GROW,))
+        f.create_dataset("tick_index", (0,), maxshape=(None,), dtype="i8", chunks=(_GROW,))
+        st = f.create_dataset("state", (0, d), maxshape=(None, d), dtype="f4", chunks=(_GROW, d))
+        st.attrs["names"] = self.state_names
+        for k, v in self.state_attrs.items():
+            st.attrs[k] = v
+        for cam in self.cameras:
+            g = f.create_group(f"cameras/{cam.name}")
+            for k, v in vars(cam).items():
+                if k != "name":
+                    g.attrs[k] = v
+            if cam.encoding == "jpeg":
+                g.create_dataset("frames", (0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(16,))
+            else:
+                shape = (cam.height, cam.width, 3)
+                g.create_dataset("frames", (0, *shape), maxshape=(None, *shape), dtype="u1", chunks=(1, *shape))
+            g.create_dataset("capture_time", (0,), maxshape=(None,), dtype="f8", chunks=(_GROW,))
+            g.create_dataset("frame_seq", (0,), maxshape=(None,), dtype="i8", chunks=(_GROW,))
+
+    def _datasets(self, f: h5py.File):
+        yield f["timestamp"]
+        yield f["tick_index"]
+        yield f["state"]
+        for cam in self.cameras:
+            g = f["cameras"][cam.name]
+            yield from (g["frames"], g["capture_time"], g["frame_seq"])
+
+    def _append(self, f: h5py.File, row: int, tick: Tick) -> int:
+        if row >= f["timestamp"].shape[0]:
+            for ds in self._datasets(f):
+                ds.resize(row + _GROW, axis=0)
+        t0, i0 = self.first_tick.time, self.first_tick.index
+        f["timestamp"][row] = tick.time - t0
+        f["tick_index"][row] = tick.index - i0
+        f["state"][row] = tick.state
+        for cam in self.cameras:
+            g, frame = f["cameras"][cam.name], tick.frames[cam.name]
+            g["frames"][row] = np.frombuffer(frame.data, np.uint8) if cam.encoding == "jpeg" else frame.data
+            g["capture_time"][row] = frame.time - t0
+            g["frame_seq"][row] = frame.seq
+        self.frames_written = row + 1
+        return row + 1
+
+    def _finish(self, f: h5py.File, rows: int) -> None:
+        for ds in self._datasets(f):
+            ds.resize(rows, axis=0)
+        expected = int(f["tick_index"][-1]) + 1 if rows else 0
+        f.attrs["missed_ticks"] = expected - rows
+        f.attrs["frames"] = rows
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+class RawFormatError(ValueError):
+    """A file is not a readable raw episode of a supported format version."""
+
+
+@dataclass
+class RawCamera:
+    name: str
+    width: int
+    height: int
+    fps: int
+    encoding: str
+    source: str
+    frames: h5py.Dataset
+    capture_time: np.ndarray
+    frame_seq: np.ndarray
+
+
+@dataclass
+class RawEpisode:
+    """An open raw episode file. Frames are read on demand; use as a context manager."""
+
+    path: Path
+    attrs: dict
+    timestamp: np.ndarray
+    tick_index: np.ndarray
+    state: np.ndarray
+    state_names: list[str]
+    state_attrs: dict
+    cameras: dict[str, RawCamera] = field(default_factory=dict)
+    _file: h5py.File | None = None
+
+    @property
+    def fps(self) -> int:
+        return int(self.attrs["fps"])
+
+    @property
+    def uuid(self) -> str:
+        return str(self.attrs["episode_uuid"])
+
+    @property
+    def task(self) -> str:
+        return str(self.attrs["task"])
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.timestamp)
+
+    def frame(self, camera: str, i: int) -> bytes | np.ndarray:
+        """Frame i of a camera: JPEG bytes, or an RGB array."""
+        cam = self.cameras[camera]
+        data = cam.frames[i]
+        return data.tobytes() if cam.encoding == "jpeg" else data
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RawEpisode:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_episode(path: Path) -> RawEpisode:
+    """Open and check a raw episode file. Raises RawFormatError naming what is wrong."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise RawFormatError(f"{path.name}: not a readable HDF5 file ({e})") from None
+    try:
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        version = attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise RawFormatError(f"{path.name}: raw format version {version!r}, this slarm reads {FORMAT_VERSION}")
+        for k in ("calibration", "software"):
+            if isinstance(attrs.get(k), str):
+                attrs[k] = json.loads(attrs[k])
+        st = f["state"]
+        ep = RawEpisode(
+            path=path,
+            attrs=attrs,
+            timestamp=f["timestamp"][:],
+            tick_index=f["tick_index"][:],
+            state=st[:],
+            state_names=[_attr(n) for n in st.attrs["names"]],
+            state_attrs={k: _attr(v) for k, v in st.attrs.items() if k != "names"},
+            _file=f,
+        )
+        n = len(ep.timestamp)
+        for name, g in f["cameras"].items():
+            cam = RawCamera(
+                name=name, width=int(g.attrs["width"]), height=int(g.attrs["height"]), fps=int(g.attrs["fps"]),
+                encoding=_attr(g.attrs["encoding"]), source=_attr(g.attrs["source"]), frames=g["frames"],
+                capture_time=g["capture_time"][:], frame_seq=g["frame_seq"][:],
+            )
+            if len(cam.frames) != n:
+                raise RawFormatError(f"{path.name}: camera {name} has {len(cam.frames)} frames for {n} ticks")
+            ep.cameras[name] = cam
+        if ep.state.shape != (n, len(ep.state_names)) or len(ep.tick_index) != n:
+            raise RawFormatError(f"{path.name}: state, tick_index and timestamp lengths differ")
+        return ep
+    except RawFormatError:
+        f.close()
+        raise
+    except (KeyError, OSError, ValueError, TypeError) as e:
+        f.close()
+        raise RawFormatError(f"{path.name}: damaged or incomplete ({e})") from None
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray):
+        return [_attr(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

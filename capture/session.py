@@ -1,0 +1,269 @@
+"""A recording session: keys and timers start and stop episodes, faults discard them.
+
+The main thread runs this loop (keys, status line, episode files, reconnecting devices);
+the sampling thread (sampler.py) only samples and hands ticks over through on_tick().
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import keys as K
+from .cameras import CameraError
+from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
+from .sampler import Sampler
+from .status import Output
+
+RETRY_EVERY_S = 1.0
+
+
+class SessionError(RuntimeError):
+    """The session cannot start (bad combination of settings, incompatible raw folder)."""
+
+
+@dataclass
+class AutoEpisodes:
+    """--episodes N --episode-time S: start and stop episodes by themselves."""
+
+    count: int
+    seconds: float
+
+
+class Session:
+    def __init__(self, cfg, state_source, cameras: list, out: Output, keys: K.Keys, preview,
+                 auto: AutoEpisodes | None = None):
+        self.cfg = cfg
+        self.state_source = state_source
+        self.cameras = cameras
+        self.out = out
+        self.keys = keys
+        self.preview = preview
+        self.auto = auto
+        self.folder: Path = cfg.episodes_dir
+        self.next_index = 0
+        self.saved = 0
+        self.discarded = 0
+        self.episode: EpisodeWriter | None = None
+        self.fault: Exception | None = None
+        self.broken: list = []  # devices to reconnect
+        self.sampler = Sampler(state_source.read, cameras, cfg.fps, self._on_tick, self._on_fault)
+
+    # --- called on the sampling thread -------------------------------------------------
+    def _on_tick(self, tick) -> None:
+        episode = self.episode
+        if episode is not None:
+            episode.put(tick)
+        self.preview.offer(tick)
+
+    def _on_fault(self, error: Exception) -> None:
+        self.fault = error
+
+    # --- main thread ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check the raw folder can take this session's episodes; find the next episode number."""
+        complete, partial = list_episodes(self.folder)
+        for p in partial:
+            self.out.message(f"note: {p} is an unfinished episode from an earlier run; it is ignored")
+        if complete:
+            self._check_compatible(complete[-1])
+            self.next_index = episode_index(complete[-1]) + 1
+            self.out.message(f"resuming: {len(complete)} episodes in {self.folder}, next is episode {self.next_index}")
+
+    def _check_compatible(self, last: Path) -> None:
+        try:
+            with open_episode(last) as ep:
+                theirs = (ep.fps, sorted(ep.cameras), ep.state_names)
+        except RawFormatError as e:
+            raise SessionError(f"cannot resume in {self.folder}: {e}") from None
+        ours = (self.cfg.fps, sorted(c.name for c in self.cameras), list(self.state_source.state_names))
+        for label, a, b in zip(("fps", "cameras", "state names"), theirs, ours):
+            if a != b:
+                raise SessionError(
+                    f"{self.folder} holds episodes recorded with {label} {a}, this config records {b}.\n"
+                    "Use another dataset_name (or raw_dir) for this setup, or record with the earlier settings."
+                )
+
+    def run(self) -> None:
+        """Record until ESC, Ctrl-C, or the automatic episodes are done. Devices are connected."""
+        self.out.message(self._help())
+        self.sampler.start()
+        try:
+            while True:
+                if self.fault is not None:
+                    self._handle_fault()
+                if self.broken:
+                    self._try_reconnect()
+                for event in self.keys.poll():
+                    if not self._on_key(event):
+                        return
+                if self.auto is not None and not self._auto_step():
+                    return
+                self._show_status()
+                time.sleep(0.05)
+        finally:
+            self.sampler.stop()
+            if self.episode is not None:
+                self._discard("session ended")
+
+    def _help(self) -> str:
+        if self.auto is not None:
+            return (f"recording {self.auto.count} episodes of {self.auto.seconds:g} s into {self.folder}"
+                    + (" (SPACE/R/ESC still work)" if self.keys.source != "none" else ""))
+        return f"recording into {self.folder}: SPACE start/stop, R discard, ESC quit ({self.keys.source} keys)"
+
+    def _on_key(self, event: str) -> bool:
+        if event == K.QUIT:
+            if self.episode is not None:
+                self._discard("ESC")
+            return False
+        if self.broken:
+            self.out.message("waiting for a device to come back; ESC quits")
+            return True
+        if event == K.TOGGLE:
+            if self.episode is None:
+                self._start()
+            else:
+                self._save()
+        elif event == K.DISCARD and self.episode is not None:
+            self._discard("R")
+        return True
+
+    def _auto_step(self) -> bool:
+        if self.broken:
+            return True
+        if self.episode is not None and self.episode.full:
+            self._save()
+        if self.saved >= self.auto.count:
+            return False
+        if self.episode is None:
+            self._start()
+        return True
+
+    def _start(self) -> None:
+        index = self.next_index
+        path = self.folder / f"{episode_name(index)}.h5"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lower, upper = self.state_source.limits()
+        self.episode = EpisodeWriter(
+            path,
+            attrs=self._episode_attrs(),
+            state_names=list(self.state_source.state_names),
+            state_attrs={"units": self.state_source.units, "lower_limits": lower, "upper_limits": upper},
+            cameras=[CameraInfo(c.name, c.width, c.height, c.fps, c.encoding, c.source, str(c.cfg.device))
+                     for c in self.cameras],
+            max_ticks=round(self.auto.seconds * self.cfg.fps) if self.auto else None,
+        )
+        self.recording_index = index
+
+    def _episode_attrs(self) -> dict:
+        from importlib.metadata import version
+
+        software = {"slarm": version("slarm"), "lerobot": version("lerobot"), "h5py": version("h5py"),
+                    "python": platform.python_version(), "platform": platform.platform()}
+        return {
+            "fps": self.cfg.fps,
+            "task": self.cfg.task_description,
+            "robot_type": self.state_source.robot_type,
+            "robot_id": self.cfg.robot.id,
+            "state_source": type(self.state_source).__name__,
+            "episode_uuid": str(uuid.uuid4()),
+            "start_time": dt.datetime.now().astimezone().isoformat(),
+            "calibration": self.state_source.calibration_snapshot(),
+            "software": software,
+        }
+
+    def _save(self) -> None:
+        episode, self.episode = self.episode, None
+        if episode.ticks_put == 0:
+            episode.discard()
+            self.out.message(f"episode {self.recording_index} had no frames; nothing saved")
+            return
+        try:
+            path = episode.save()
+        except Exception as e:
+            self.discarded += 1
+            self.out.message(f"warning: episode {self.recording_index} could not be written ({e}); it is discarded")
+            return
+        self.saved += 1
+        self.next_index = self.recording_index + 1
+        missed = episode.last_tick.index - episode.first_tick.index + 1 - episode.ticks_put
+        self.out.message(
+            f"saved episode {self.recording_index}: {episode.ticks_put} frames, {episode.duration:.1f}s"
+            + (f", {missed} missed ticks" if missed else "") + f" -> {path}"
+        )
+
+    def _discard(self, why: str) -> None:
+        episode, self.episode = self.episode, None
+        episode.discard()
+        self.discarded += 1
+        self.out.message(f"discarded episode {self.recording_index} ({why})")
+
+    def _handle_fault(self) -> None:
+        error, self.fault = self.fault, None
+        self.sampler.stop()
+        device = self._failed_device(error)
+        self.out.message(f"warning: {error}")
+        if self.episode is not None:
+            self._discard(f"{_label(device)} failed")
+        try:
+            device.disconnect()
+        except Exception:
+            pass
+        self.broken = [device]
+        self.last_retry = 0.0
+
+    def _failed_device(self, error: Exception):
+        if isinstance(error, CameraError):
+            for cam in self.cameras:
+                if f"'{cam.name}'" in str(error):
+                    return cam
+        return self.state_source
+
+    def _try_reconnect(self) -> None:
+        if time.monotonic() - self.last_retry < RETRY_EVERY_S:
+            return
+        self.last_retry = time.monotonic()
+        device = self.broken[0]
+        try:
+            device.connect()
+        except Exception as e:
+            self.out.status(f"reconnecting {_label(device)} ... ({e}) | ESC quits")
+            return
+        self.broken = []
+        self.out.message(f"{_label(device)} is back; recording can go on")
+        self.sampler.start()
+
+    def _show_status(self) -> None:
+        if self.broken:
+            return
+        ep = self.episode
+        if ep is not None:
+            missed = 0 if ep.first_tick is None else ep.last_tick.index - ep.first_tick.index + 1 - ep.ticks_put
+            self.out.status(f"Recording episode {self.recording_index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
+                            + (f" | {missed} missed" if missed else ""))
+        else:
+            self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
+                            + (" | SPACE to record" if self.keys.source != "none" else ""))
+
+
+def _label(device) -> str:
+    name = getattr(device, "name", None)
+    return f"camera '{name}'" if isinstance(name, str) else "arm"
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM ends the session like Ctrl-C: current episode discarded, devices closed."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    if sys.platform != "win32":
+        signal.signal(signal.SIGHUP, on_term)

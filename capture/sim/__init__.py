@@ -1,0 +1,165 @@
+"""Simulated hardware for `slarm-capture --sim` and the tests.
+
+Each simulated device is its own process, as a real one is its own piece of hardware:
+the arm speaks the Feetech protocol on a pseudo-terminal (so LeRobot's driver runs against
+it unchanged), each camera serves MJPEG frames over a Unix socket. Killing a device process
+is unplugging it; connecting again starts a fresh one, as plugging it back in would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..arm import ArmError, SO101Arm
+from ..cameras import Camera, CameraError
+from ..config import CameraConfig, Config
+from .camera_server import HEADER
+
+
+class DeviceProcess:
+    """A simulated device's process: started on demand, restarted after it died."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path):
+        self.name = name
+        self.args = args
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def ensure_running(self, timeout_s: float = 60.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *self.args, "--parent-pid", str(os.getpid())],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # hardware does not get the Ctrl-C typed at the terminal
+            )
+        line = _readline(self.proc, timeout_s)
+        if not line.startswith(b"ready"):
+            self.stop()
+            raise RuntimeError(f"simulated {self.name} did not start; see {self.log}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _readline(proc: subprocess.Popen, timeout_s: float) -> bytes:
+    import select
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            return proc.stdout.readline()
+        if proc.poll() is not None:
+            return b""
+    return b""
+
+
+class SimRig:
+    """The simulated arm and cameras of one session, in a temporary folder."""
+
+    def __init__(self, cfg: Config):
+        self.dir = Path(tempfile.mkdtemp(prefix="slarm-sim-"))
+        self.robot_cfg = replace(cfg.robot, port=str(self.dir / "ttyARM"), calibration_dir=str(self.dir / "calibration"))
+        self.torque_events = self.dir / "torque-events.txt"
+        self.arm_process = DeviceProcess(
+            "arm",
+            ["capture.sim.arm_server", "--link", self.robot_cfg.port, "--calibration-dir",
+             self.robot_cfg.calibration_dir, "--robot-id", cfg.robot.id, "--events", str(self.torque_events)],
+            self.dir,
+        )
+        self.camera_processes = {
+            c.name: DeviceProcess(
+                f"camera-{c.name}",
+                ["capture.sim.camera_server", "--socket", str(self.dir / f"camera-{c.name}.sock"),
+                 "--width", str(c.capture_width), "--height", str(c.capture_height), "--fps", str(cfg.camera_fps(c))],
+                self.dir,
+            )
+            for c in cfg.cameras
+        }
+
+    def arm(self) -> SimArm:
+        return SimArm(self.robot_cfg, self.arm_process)
+
+    def camera(self, cfg: CameraConfig, fps: int) -> SimCamera:
+        return SimCamera(cfg, fps, self.camera_processes[cfg.name], self.dir / f"camera-{cfg.name}.sock")
+
+    def describe(self) -> str:
+        pids = ", ".join(f"{p.name} pid {p.pid}" for p in [self.arm_process, *self.camera_processes.values()])
+        return f"simulated hardware in {self.dir} ({pids})"
+
+    def close(self) -> None:
+        for p in [self.arm_process, *self.camera_processes.values()]:
+            p.stop()
+
+
+class SimArm(SO101Arm):
+    """The real SO-101 code path, on the simulated bus (started or restarted on connect)."""
+
+    def __init__(self, cfg, process: DeviceProcess):
+        self.process = process
+        process.ensure_running()  # writes the calibration file LeRobot loads below
+        super().__init__(cfg)
+
+    def connect(self) -> None:
+        try:
+            self.process.ensure_running()
+        except RuntimeError as e:
+            raise ArmError(str(e)) from e
+        super().connect()
+
+
+class SimCamera(Camera):
+    """An MJPEG camera whose frames come from a simulated camera process."""
+
+    source = "mjpeg-passthrough (simulated)"
+
+    def __init__(self, cfg: CameraConfig, fps: int, process: DeviceProcess, sock_path: Path):
+        super().__init__(cfg, fps)
+        self.process = process
+        self.sock_path = sock_path
+
+    def _open(self) -> None:
+        try:
+            self.process.ensure_running()
+        except RuntimeError as e:
+            raise CameraError(str(e)) from e
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(str(self.sock_path))
+        except OSError as e:
+            raise CameraError(f"cannot open simulated camera: {e}") from e
+        self._sock.settimeout(2.0)
+
+    def _recv(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self._sock.recv(n - len(buf))
+            if not chunk:
+                raise CameraError("disconnected")
+            buf += chunk
+        return bytes(buf)
+
+    def _grab(self):
+        seq, t, length = HEADER.unpack(self._recv(HEADER.size))
+        return self._recv(length), t, seq
+
+    def _close(self) -> None:
+        self._sock.close()

@@ -1,0 +1,47 @@
+"""What the person at the terminal sees: one status line that updates in place, and messages.
+
+On a terminal the status line is redrawn in place; when output goes to a file or a pipe
+(CI, logs) only messages and changes of state are printed, one per line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Output:
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._line = ""
+        self._last_kind = ""
+        self._last_draw = 0.0
+
+    def status(self, text: str) -> None:
+        if self.tty:
+            now = time.monotonic()
+            if text != self._line and now - self._last_draw >= 0.1:
+                self.stream.write("\r" + text + "\x1b[K")
+                self.stream.flush()
+                self._line, self._last_draw = text, now
+        else:
+            kind = text.split("|")[0].strip()
+            if kind != self._last_kind:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+                self._last_kind = kind
+
+    def message(self, text: str) -> None:
+        if self.tty and self._line:
+            self.stream.write("\r\x1b[K")
+            self._line = ""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._last_kind = ""
+
+    def close(self) -> None:
+        if self.tty and self._line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line = ""

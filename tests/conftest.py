@@ -1,0 +1,56 @@
+"""Shared helpers: a config for the simulated rig, and ways to run slarm-capture as a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(folder: Path, **overrides) -> Path:
+    cfg = json.loads((ROOT / "config.json").read_text())
+    cfg["raw_dir"] = str(folder / "raw")
+    cfg["output_dir"] = str(folder / "datasets")
+    for key, value in overrides.items():
+        cfg[key] = value
+    path = folder / "config.json"
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    return write_config(tmp_path)
+
+
+def episodes_dir(config_path: Path) -> Path:
+    cfg = json.loads(config_path.read_text())
+    return Path(cfg["raw_dir"]) / cfg["dataset_name"]
+
+
+def capture(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run slarm-capture to the end, without a terminal (as CI or a script would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "capture.cli", *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT,
+    )
+
+
+def spawn_capture(*args: str, timeout: float = 60) -> pexpect.spawn:
+    """Start slarm-capture in a pseudo-terminal, to drive it with real key presses."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    return pexpect.spawn(sys.executable, ["-m", "capture.cli", *args], cwd=str(ROOT), env=env,
+                         timeout=timeout, encoding="utf-8", dimensions=(40, 200))
+
+
+def device_pids(text: str) -> dict[str, int]:
+    """Process ids of the simulated devices, from the line slarm-capture prints about them."""
+    return {name: int(pid) for name, pid in re.findall(r"([\w-]+) pid (\d+)", text)}

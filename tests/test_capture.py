@@ -1,0 +1,228 @@
+"""slarm-capture end to end, on the simulated SO-101 (LeRobot's Feetech driver on a pseudo-terminal)
+and the simulated 1080p MJPEG camera."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from capture.episode_file import FORMAT_VERSION, open_episode
+from capture.sim.camera_server import FRAMES, barcode_value
+from conftest import capture, device_pids, episodes_dir, spawn_capture, write_config
+
+
+def torque_writes(output: str) -> list[str]:
+    folder = re.search(r"simulated hardware in (\S+)", output).group(1)
+    path = Path(folder) / "torque-events.txt"
+    return path.read_text().split("\n") if path.exists() else []
+
+
+def check_episode(path: Path, fps: int = 30) -> None:
+    """What a user relies on in a raw episode file (docs/raw-format.md)."""
+    with open_episode(path) as ep:
+        assert ep.attrs["format_version"] == FORMAT_VERSION
+        assert ep.fps == fps
+        assert ep.attrs["robot_type"] == "so101"
+        assert ep.task == "pick up the red cube and place it in the box"
+        assert len(ep.uuid) == 36
+        n = ep.frame_count
+        duration = ep.timestamp[-1] - ep.timestamp[0]
+        assert abs(n - (duration * fps + 1)) <= max(1, duration), (n, duration)
+        assert np.all(np.diff(ep.timestamp) > 0), "timestamps must increase"
+        assert ep.attrs["missed_ticks"] == ep.tick_index[-1] + 1 - n
+        assert ep.state.shape == (n, 6) and ep.state.dtype == np.float32
+        assert ep.state_names == ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+        assert ep.state_attrs["units"] == "rad"
+        lo, hi = np.array(ep.state_attrs["lower_limits"]), np.array(ep.state_attrs["upper_limits"])
+        assert np.all(ep.state >= lo - 1e-6) and np.all(ep.state <= hi + 1e-6)
+        assert np.all(np.abs(ep.state) <= np.pi + 1e-6), "radians, not degrees or ticks"
+        assert np.ptp(ep.state, axis=0).max() > 0.01, "the arm moved"
+        cam = ep.cameras["wrist"]
+        assert (cam.width, cam.height, cam.encoding) == (1920, 1080, "jpeg")
+        assert np.all(np.diff(cam.capture_time) >= 0)
+        assert np.all(np.abs(cam.capture_time - ep.timestamp) < 0.2), "each frame is the camera's latest"
+        for i in (0, n // 2, n - 1):
+            jpg = ep.frame("wrist", i)
+            assert jpg[:2] == b"\xff\xd8", "stored as JPEG bytes"
+            img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape == (1080, 1920, 3)
+            assert barcode_value(img[:, :, ::-1]) == cam.frame_seq[i] % FRAMES, "frame matches its frame number"
+
+
+def test_keys_record_two_episodes_and_discard_one(config):
+    p = spawn_capture("--config", str(config), "--sim", "--preview", "off")
+    p.expect("SPACE start/stop")
+    p.expect("Idle")
+    p.send(" ")
+    p.expect(r"Recording episode 0 \| \d+ frames")
+    time.sleep(2.0)
+    p.send(" ")
+    p.expect(r"saved episode 0: (\d+) frames")
+    p.send(" ")
+    p.expect("Recording episode 1")
+    time.sleep(1.0)
+    p.send("r")
+    p.expect(r"discarded episode 1 \(R\)")
+    p.send(" ")
+    p.expect("Recording episode 1")
+    time.sleep(1.5)
+    p.send(" ")
+    p.expect(r"saved episode 1: (\d+) frames")
+    p.send("\x1b")
+    p.expect("done: 2 episodes saved, 1 discarded")
+    p.expect(pexpect_eof())
+    p.close()
+    assert p.exitstatus == 0
+    files = sorted(episodes_dir(config).iterdir())
+    assert [f.name for f in files] == ["episode_000000.h5", "episode_000001.h5"]
+    for f in files:
+        check_episode(f)
+    with open_episode(files[0]) as ep:
+        assert 1.5 < ep.timestamp[-1] < 4.0
+
+
+def pexpect_eof():
+    import pexpect
+
+    return pexpect.EOF
+
+
+def test_hands_free_episodes_and_torque_stays_off(config):
+    r = capture("--config", str(config), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 2 episodes saved, 0 discarded" in r.stdout
+    files = sorted(episodes_dir(config).glob("*.h5"))
+    assert len(files) == 2
+    for f in files:
+        check_episode(f)
+        with open_episode(f) as ep:
+            assert ep.frame_count == 45
+    writes = [w for w in torque_writes(r.stdout) if w]
+    assert writes, "torque was switched off on connect"
+    assert all(w.endswith(" 0") for w in writes), f"torque must never be switched on: {writes}"
+
+
+def test_resume_continues_numbering_and_refuses_other_settings(tmp_path, config):
+    assert capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off").returncode == 0
+    r = capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "next is episode 1" in r.stdout
+    assert sorted(p.name for p in episodes_dir(config).iterdir()) == ["episode_000000.h5", "episode_000001.h5"]
+
+    other = write_config(tmp_path, recording={"fps": 15})
+    r = capture("--config", str(other), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert r.returncode == 2
+    assert "recorded with fps 30, this config records 15" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert len(list(episodes_dir(config).iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"recording": {"fps": "thirty"}}, "recording.fps: expected a whole number"),
+        ({"recording": {}}, "recording.fps: missing"),
+        ({"camera": {"name": "wrist", "capture_width": 0}}, "camera.capture_width: 0 is out of range"),
+        ({"camera": {"name": "wrist", "backend": "v4l"}}, "camera.backend: expected one of mjpeg, opencv"),
+        ({"robot": {"id": "x"}}, "robot.port: missing"),
+        ({"dataset_name": "a/b"}, "dataset_name: 'a/b' must be a folder name"),
+        ({"hub": {"push_to_hub": True, "repo_id": None}}, "hub.repo_id: required when hub.push_to_hub is true"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, change, expected):
+    path = write_config(tmp_path, **change)
+    r = capture("--config", str(path), "--sim", "--episodes", "1", "--episode-time", "1")
+    assert r.returncode == 2
+    assert expected in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_config_that_is_not_json(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"dataset_name": "x",,}')
+    r = capture("--config", str(path))
+    assert r.returncode == 2
+    assert "not valid JSON at line 1" in r.stdout
+
+
+def test_missing_calibration_prints_the_calibrate_command(tmp_path):
+    path = write_config(tmp_path, robot={"id": "desk_arm", "port": "/dev/ttyACM7", "calibration_dir": str(tmp_path / "cal")})
+    r = capture("--config", str(path), "--episodes", "1", "--episode-time", "1")
+    assert r.returncode == 2
+    assert "no calibration for robot id 'desk_arm'" in r.stdout
+    assert "lerobot-calibrate --robot.type=so101_follower --robot.port=/dev/ttyACM7 --robot.id=desk_arm" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_no_keyboard_and_no_automatic_episodes_is_refused(config):
+    r = capture("--config", str(config), "--sim")
+    assert r.returncode == 2
+    assert "--episodes N --episode-time SECONDS" in r.stdout
+
+
+def _unplug_during_second_episode(config, device: str):
+    """Record episode 0, unplug a device while episode 1 records; the session must recover."""
+    p = spawn_capture("--config", str(config), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
+    p.expect(r"simulated hardware in .*\)")
+    pids = device_pids(p.after)
+    p.expect(r"saved episode 0: (\d+) frames")
+    frames0 = int(p.match.group(1))
+    p.expect("Recording episode 1")
+    time.sleep(0.5)
+    os.kill(pids[device], signal.SIGKILL)
+    p.expect("warning: ")
+    p.expect(r"discarded episode 1 \(.* failed\)")
+    p.expect("is back; recording can go on")
+    p.expect(r"saved episode 1: \d+ frames")
+    p.expect("done: 2 episodes saved, 1 discarded")
+    p.expect(pexpect_eof())
+    p.close()
+    assert p.exitstatus == 0
+    files = sorted(episodes_dir(config).iterdir())
+    assert [f.name for f in files] == ["episode_000000.h5", "episode_000001.h5"]
+    for f in files:
+        check_episode(f)
+    with open_episode(files[0]) as ep:
+        assert ep.frame_count == frames0, "the earlier episode is intact"
+
+
+def test_camera_unplugged_mid_episode(config):
+    _unplug_during_second_episode(config, "camera-wrist")
+
+
+def test_arm_unplugged_mid_episode(config):
+    _unplug_during_second_episode(config, "arm")
+
+
+def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
+    p = spawn_capture("--config", str(config), "--sim", "--preview", "off")
+    p.expect(r"simulated hardware in .*\)")
+    sim_line = p.after
+    p.expect("Idle")
+    p.send(" ")
+    p.expect("Recording episode 0")
+    time.sleep(1.0)
+    p.send(" ")
+    p.expect("saved episode 0")
+    p.send(" ")
+    p.expect("Recording episode 1")
+    time.sleep(1.0)
+    p.sendintr()
+    p.expect("interrupted")
+    p.expect("done: 1 episodes saved")
+    p.expect(pexpect_eof())
+    p.close()
+    assert p.exitstatus == 0
+    names = sorted(f.name for f in episodes_dir(config).iterdir())
+    assert names == ["episode_000000.h5"], "no partial file left behind"
+    check_episode(episodes_dir(config) / names[0])
+    writes = [w for w in torque_writes(sim_line) if w]
+    assert all(w.endswith(" 0") for w in writes)
+    assert len(writes) >= 12, "torque off on connect and again on exit"
