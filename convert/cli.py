@@ -1,0 +1,200 @@
+"""slarm-convert: raw episodes -> a LeRobot v3.0 dataset (resize, action, stats, append, verify, Hub)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import click
+
+from capture import config as C
+
+from . import target as T
+from .frames import RESIZE_MODES
+from .sources import Source, find
+from .v30 import Settings, encoder, features, merge, verify, write_episode
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def parse_size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        w, h = (int(x) for x in value.lower().split("x"))
+        if w < 8 or h < 8 or w > 4096 or h > 4096:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected WIDTHxHEIGHT, e.g. 256x256 or 224x224") from None
+    return w, h
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("raw_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option("--size", callback=parse_size, help="Image size WIDTHxHEIGHT. Default: the config's target size, else 256x256.")
+@click.option("--resize-mode", type=click.Choice(RESIZE_MODES), default="stretch", show_default=True,
+              help="stretch to the size, crop the centre, or pad (letterbox).")
+@click.option("--action", "action", type=click.Choice(["state", "next-state"]), default="state", show_default=True,
+              help="action = the state of the same frame, or of the next frame (last frame: its own).")
+@click.option("--codec", default="libsvtav1", show_default=True, help="Video codec: libsvtav1, h264, hevc, h264_nvenc, ...")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Episodes converted in parallel. Default: number of cores.")
+@click.option("--task", help="Task text for every episode. Default: the one stored in each raw episode.")
+@click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
+@click.option("--private", is_flag=True, help="Make the Hub repository private.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Take size and Hub settings from this capture config.")
+def main(raw_dirs, dataset_dir, size, resize_mode, action, codec, workers, task, repo_id, private, config_path):
+    """Convert the raw episodes in RAW_DIRS (folders written by slarm-capture) into the LeRobot
+    v3.0 dataset DATASET_DIR. A new folder is created; an existing slarm dataset gets only the
+    episodes it does not hold yet. Re-running the same command adds nothing.
+
+    \b
+    Examples:
+      slarm-convert raw/so101_pickplace_v1 datasets/so101_pickplace_v1
+      slarm-convert raw/so101_pickplace_v1 datasets/so101_pickplace_224 --size 224x224
+      slarm-convert raw/day1 raw/day2 datasets/pickplace --push-to-hub me/pickplace
+    """
+    started = time.monotonic()
+    _quiet_libraries()
+    private_flag = private
+    if config_path:
+        try:
+            cfg = C.load(config_path)
+        except C.ConfigError as e:
+            _fail(f"config error: {e}", EXIT_USAGE)
+        cam = cfg.cameras[0]
+        size = size or (cam.target_width, cam.target_height)
+        if repo_id is None and cfg.hub.push_to_hub:
+            repo_id, private_flag = cfg.hub.repo_id, private or cfg.hub.private
+    width, height = size or (256, 256)
+    settings = Settings(width, height, resize_mode, action, codec, task)
+
+    for d in raw_dirs:
+        if not d.is_dir():
+            _fail(f"{d}: no such folder of raw episodes (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})", EXIT_USAGE)
+    try:
+        encoder(codec)
+    except (ValueError, ImportError) as e:
+        _fail(f"--codec {codec}: {e}. Use libsvtav1 (default) or h264.", EXIT_USAGE)
+
+    sources, problems = find(list(raw_dirs))
+    for p in problems:
+        click.echo(f"warning: {p}")
+    if not sources:
+        _fail(f"no complete raw episodes in {', '.join(map(str, raw_dirs))}", EXIT_USAGE)
+    first = sources[0]
+    for s in sources[1:]:
+        if (s.fps, s.state_names, s.cameras) != (first.fps, first.state_names, first.cameras):
+            _fail(f"{s.path} was recorded with other settings (fps, state, cameras) than {first.path}; "
+                  "convert them into separate datasets", EXIT_USAGE)
+
+    try:
+        target = T.open_target(dataset_dir)
+        T.check_compatible(target, first.fps, features(first, settings), settings.describe())
+    except T.TargetError as e:
+        _fail(str(e), EXIT_USAGE)
+
+    seen = set(target.uuids)
+    new: list[Source] = []
+    for s in sources:
+        if s.uuid not in seen:
+            new.append(s)
+            seen.add(s.uuid)
+    skipped = len(sources) - len(new)
+    if not new:
+        click.echo(f"nothing to add: {dataset_dir} already holds all {len(sources)} episodes")
+        if repo_id:  # so that re-running the command retries a failed push
+            _push(dataset_dir, repo_id, private_flag)
+        return
+
+    workers = min(workers or os.cpu_count() or 1, len(new))
+    work = T.work_dir(dataset_dir)
+    try:
+        results = _convert(new, work, settings, workers)
+        roots = ([dataset_dir] if target.exists else []) + [work / f"episode-{i}" for i in range(len(new))]
+        merged = work / "dataset"
+        os.environ["TQDM_DISABLE"] = "1"  # LeRobot's own bars would interleave with our summary
+        merge(roots, merged)
+        episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for s in new]
+        T.write_meta(merged, settings.describe(), episodes)
+        frames = sum(r["frames"] for r in results)
+        total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
+        cams = [f"observation.images.{c}" for c, _, _ in first.cameras]
+        verify(merged, len(episodes), total_frames, cams)
+        T.replace(dataset_dir, merged)
+    except Exception as e:
+        shutil.rmtree(work, ignore_errors=True)
+        _fail(f"conversion failed, {dataset_dir} is unchanged: {e}", EXIT_FAILURE)
+    shutil.rmtree(work, ignore_errors=True)
+
+    elapsed = time.monotonic() - started
+    repeated = sum(r["repeated"] for r in results)
+    click.echo(
+        f"done: {len(new)} episodes added, {skipped} already there; {frames} frames "
+        f"({repeated} repeated for missed ticks); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
+        f"{dataset_dir} now holds {len(episodes)} episodes"
+    )
+    if repo_id:
+        _push(dataset_dir, repo_id, private_flag)
+
+
+def _convert(new: list[Source], work: Path, settings: Settings, workers: int) -> list[dict]:
+    """Each new episode into its own small dataset under `work`, `workers` at a time, with a progress bar."""
+    from tqdm import tqdm
+
+    total = sum(s.frames for s in new)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=total, unit="frame", desc=f"converting {len(new)} episodes", disable=None)
+    results: list[dict | None] = [None] * len(new)
+    try:
+        if workers == 1:
+            for i, s in enumerate(new):
+                results[i] = write_episode(s, work / f"episode-{i}", settings, threads)
+                bar.update(s.frames)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(write_episode, s, work / f"episode-{i}", settings, threads): i
+                           for i, s in enumerate(new)}
+                from concurrent.futures import as_completed
+
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    bar.update(new[i].frames)
+    finally:
+        bar.close()
+    return results
+
+
+def _push(dataset_dir: Path, repo_id: str, private: bool) -> None:
+    from .hub import push
+
+    try:
+        push(dataset_dir, repo_id, private)
+    except Exception as e:
+        cmd = " ".join(["slarm-convert", *sys.argv[1:]])
+        click.echo(f"error: push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "
+                   f"log in (hf auth login) and run the same command again to retry:\n  {cmd}")
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"pushed to https://huggingface.co/datasets/{repo_id}")
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our progress bar and summary: no encoder banners, no inner progress bars."""
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def _fail(message: str, code: int):
+    click.echo(f"error: {message}")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Find the complete raw episodes in one or more raw folders, in episode order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from capture.episode_file import RawFormatError, list_episodes, open_episode
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    uuid: str
+    frames: int
+    fps: int
+    task: str
+    robot_type: str
+    state_names: tuple[str, ...]
+    cameras: tuple[tuple[str, int, int], ...]  # (name, width, height)
+
+
+def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
+    """(readable episodes, in folder order then episode order; a line for each file skipped and why)."""
+    found, problems = [], []
+    for folder in raw_dirs:
+        complete, partial = list_episodes(folder)
+        for p in partial:
+            problems.append(f"{p}: unfinished episode (capture still running, or killed); skipped")
+        for path in complete:
+            try:
+                with open_episode(path) as ep:
+                    if ep.frame_count == 0:
+                        raise RawFormatError(f"{path.name}: no frames")
+                    found.append(Source(
+                        path=path, uuid=ep.uuid, frames=ep.frame_count, fps=ep.fps, task=ep.task,
+                        robot_type=str(ep.attrs.get("robot_type", "")), state_names=tuple(ep.state_names),
+                        cameras=tuple((c.name, c.width, c.height) for c in ep.cameras.values()),
+                    ))
+            except RawFormatError as e:
+                problems.append(f"{path.parent}/{e}; skipped")
+    return found, problems

@@ -1,0 +1,148 @@
+"""The dataset folder being written: what it already holds, whether new episodes fit, and
+replacing it in one step.
+
+A run never writes inside DATASET_DIR. It builds the complete new dataset in a work folder
+beside it, checks it, and then exchanges the two folders atomically (renameat2
+RENAME_EXCHANGE on Linux), so a kill at any moment leaves either the old dataset or the new
+one, both loadable. `meta/slarm.json` records which raw episodes (by uuid) a dataset holds
+and the settings they were converted with.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SLARM_META = "meta/slarm.json"
+WORK_PREFIX = ".slarm-work-"
+
+
+class TargetError(ValueError):
+    """DATASET_DIR cannot take these episodes; the message says what differs."""
+
+
+@dataclass
+class Target:
+    path: Path
+    exists: bool = False
+    info: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    episodes: list[dict] = field(default_factory=list)  # [{"uuid", "source"}] in dataset order
+
+    @property
+    def uuids(self) -> set[str]:
+        return {e["uuid"] for e in self.episodes}
+
+
+def open_target(path: Path) -> Target:
+    """Read what DATASET_DIR holds. Raises TargetError if it is something we must not touch."""
+    recover(path)
+    if not path.exists():
+        return Target(path)
+    if not path.is_dir():
+        raise TargetError(f"{path} is a file, not a dataset folder")
+    info_file = path / "meta" / "info.json"
+    if not info_file.exists():
+        if any(path.iterdir()):
+            raise TargetError(f"{path} exists and is not a LeRobot dataset; give a new or empty folder")
+        return Target(path)
+    info = json.loads(info_file.read_text())
+    meta_file = path / SLARM_META
+    if not meta_file.exists():
+        raise TargetError(f"{path} is a LeRobot dataset not made by slarm-convert; append only to slarm datasets")
+    meta = json.loads(meta_file.read_text())
+    return Target(path, True, info, meta.get("settings", {}), meta.get("episodes", []))
+
+
+def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> None:
+    """Refuse to append episodes that would not match the dataset, saying what differs."""
+    if not target.exists:
+        return
+    problems = []
+    if target.info.get("codebase_version") != "v3.0":
+        problems.append(f"format {target.info.get('codebase_version')} (this writes v3.0)")
+    if target.info.get("fps") != fps:
+        problems.append(f"fps {target.info.get('fps')} vs {fps}")
+    for key in ("width", "height", "resize_mode", "action", "codec"):
+        if target.settings.get(key) != settings.get(key):
+            problems.append(f"{key} {target.settings.get(key)} vs {settings.get(key)}")
+    theirs = {k: (tuple(v["shape"]), v.get("names")) for k, v in target.info["features"].items()
+              if k.startswith(("observation.", "action"))}
+    ours = {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items()}
+    for key in sorted(set(theirs) | set(ours)):
+        if theirs.get(key) != ours.get(key):
+            problems.append(f"feature {key}: {theirs.get(key)} vs {ours.get(key)}")
+    if problems:
+        raise TargetError(
+            f"{target.path} does not match these episodes (dataset vs this run): " + "; ".join(problems)
+            + ".\nConvert into a new DATASET_DIR (e.g. one per resolution), or use the settings of the dataset."
+        )
+
+
+def work_dir(target: Path) -> Path:
+    """A fresh work folder beside the target (same file system, so the final exchange is a rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for old in target.parent.glob(f"{WORK_PREFIX}{target.name}-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)  # left by a killed run
+    work = target.parent / f"{WORK_PREFIX}{target.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+def write_meta(root: Path, settings: dict, episodes: list[dict]) -> None:
+    (root / SLARM_META).write_text(json.dumps({"settings": settings, "episodes": episodes}, indent=1))
+
+
+def replace(target: Path, new: Path) -> None:
+    """Make `new` the dataset at `target`, atomically where the platform allows."""
+    if target.exists() and _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old dataset
+        return
+    if target.exists():
+        backup = target.with_name(target.name + ".slarm-old")
+        os.rename(target, backup)
+        os.rename(new, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.rename(new, target)
+
+
+def recover(target: Path) -> None:
+    """Undo a kill between the two renames of the non-atomic fallback."""
+    backup = target.with_name(target.name + ".slarm-old")
+    if backup.exists():
+        if target.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.rename(backup, target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE). False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    return fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

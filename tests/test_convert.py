@@ -1,0 +1,260 @@
+"""slarm-convert end to end: raw episodes from `slarm-capture --sim` -> LeRobot v3.0, read back by LeRobot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from capture.episode_file import open_episode
+from capture.sim.camera_server import barcode_value
+from conftest import ROOT, capture, episodes_dir, write_config
+from convert.frames import decode_jpeg, fit
+
+
+def convert(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "convert.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def load(root: Path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset("local/test", root=root, video_backend="pyav")
+
+
+def column(ds, key: str) -> np.ndarray:
+    return np.stack([np.asarray(v) for v in ds.hf_dataset[key]])
+
+
+def tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, raw folder) with two 1.5 s episodes recorded on the simulated rig."""
+    folder = tmp_path_factory.mktemp("recorded")
+    cfg = write_config(folder)
+    r = capture("--config", str(cfg), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return cfg, episodes_dir(cfg)
+
+
+@pytest.fixture
+def raw(recorded, tmp_path) -> Path:
+    """A private copy of the recorded raw folder."""
+    dst = tmp_path / "raw" / "so101_pickplace_v1"
+    shutil.copytree(recorded[1], dst)
+    return dst
+
+
+def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
+    out = tmp_path / "ds"
+    r = convert(raw, out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 2 episodes added, 0 already there; 90 frames" in r.stdout
+    assert "frames/s" in r.stdout
+
+    ds = load(out)
+    assert ds.num_episodes == 2 and len(ds) == 90
+    assert ds.meta.robot_type == "so101"
+    assert ds.meta.info.codebase_version == "v3.0"
+    assert ds.features["observation.state"]["names"] == ["shoulder_pan", "shoulder_lift", "elbow_flex",
+                                                        "wrist_flex", "wrist_roll", "gripper"]
+    item = ds[10]
+    assert tuple(item["observation.images.wrist"].shape) == (3, 256, 256)
+    assert item["task"] == "pick up the red cube and place it in the box"
+    np.testing.assert_array_equal(column(ds, "action"), column(ds, "observation.state"))
+    ts = column(ds, "timestamp")[:45]
+    np.testing.assert_allclose(ts, np.arange(45) / 30, atol=1e-4)
+
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    for key in ("observation.state", "action", "observation.images.wrist"):
+        for stat in ("mean", "std", "min", "max", "q01", "q99"):
+            assert stat in stats[key], (key, stat)
+    assert np.array(stats["observation.images.wrist"]["mean"]).shape == (3, 1, 1), "per-channel image stats"
+
+    with open_episode(sorted(raw.glob("*.h5"))[0]) as ep:
+        np.testing.assert_allclose(column(ds, "observation.state")[:45], ep.state, atol=1e-6)
+        expected = fit(decode_jpeg(ep.frame("wrist", 10)), 256, 256)
+        seq = ep.cameras["wrist"].frame_seq[10]
+    got = (item["observation.images.wrist"].numpy().transpose(1, 2, 0) * 255).round()
+    assert np.abs(got - expected).mean() < 8, "decoded frame close to the source frame resized"
+    assert barcode_value(got.astype(np.uint8)) == seq % 128, "the right frame at the right index"
+
+
+def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_path):
+    out = tmp_path / "ds"
+    assert convert(raw, out).returncode == 0
+    before = tree_digest(out)
+    r = convert(raw, out)
+    assert r.returncode == 0
+    assert "nothing to add: " in r.stdout and "already holds all 2 episodes" in r.stdout
+    assert tree_digest(out) == before
+
+    cfg = write_config(tmp_path, raw_dir=str(tmp_path / "raw"))
+    r = capture("--config", str(cfg), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert r.returncode == 0, r.stdout
+    r = convert(raw, out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 1 episodes added, 2 already there; 30 frames" in r.stdout
+    ds = load(out)
+    assert ds.num_episodes == 3 and len(ds) == 120
+
+
+def test_new_resolution_into_another_folder(raw, tmp_path):
+    r = convert(raw, tmp_path / "ds224", "--size", "224x224", "--resize-mode", "crop", "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ds = load(tmp_path / "ds224")
+    assert tuple(ds[0]["observation.images.wrist"].shape) == (3, 224, 224)
+
+
+def test_mismatched_append_is_refused_and_dataset_untouched(raw, tmp_path):
+    out = tmp_path / "ds"
+    assert convert(raw, out).returncode == 0
+    before = tree_digest(out)
+    r = convert(raw, out, "--size", "224x224")
+    assert r.returncode == 2
+    assert "width 256 vs 224" in r.stdout and "Convert into a new DATASET_DIR" in r.stdout
+    r = convert(raw, out, "--action", "next-state")
+    assert r.returncode == 2 and "action state vs next-state" in r.stdout
+    assert tree_digest(out) == before
+
+
+def test_action_next_state_value_by_value(raw, tmp_path):
+    assert convert(raw, tmp_path / "ds", "--action", "next-state").returncode == 0
+    ds = load(tmp_path / "ds")
+    state, action, ep = column(ds, "observation.state"), column(ds, "action"), column(ds, "episode_index")
+    for e in np.unique(ep):
+        s, a = state[ep == e], action[ep == e]
+        np.testing.assert_array_equal(a[:-1], s[1:])
+        np.testing.assert_array_equal(a[-1], s[-1])
+
+
+def test_one_and_two_workers_give_the_same_data(raw, tmp_path):
+    assert convert(raw, tmp_path / "w1", "--workers", "1").returncode == 0
+    assert convert(raw, tmp_path / "w2", "--workers", "2").returncode == 0
+    a, b = load(tmp_path / "w1"), load(tmp_path / "w2")
+    assert (a.num_episodes, len(a)) == (b.num_episodes, len(b))
+    for key in ("observation.state", "action", "timestamp", "frame_index", "episode_index", "index"):
+        np.testing.assert_array_equal(column(a, key), column(b, key))
+    for i in (0, 44, 45, 89):
+        diff = (a[i]["observation.images.wrist"] - b[i]["observation.images.wrist"]).abs().mean()
+        assert diff < 0.01
+
+
+def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded, raw, tmp_path):
+    out = tmp_path / "ds"
+    first = tmp_path / "first" / "so101_pickplace_v1"
+    first.mkdir(parents=True)
+    shutil.copy(sorted(raw.glob("*.h5"))[0], first)
+    assert convert(first, out).returncode == 0
+    before = tree_digest(out)
+
+    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tree_digest(out) == before, "the dataset is exactly as before the killed run"
+    assert load(out).num_episodes == 1
+
+    r = convert(raw, out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 1 episodes added, 1 already there" in r.stdout
+    assert load(out).num_episodes == 2
+    assert not list(tmp_path.glob(".slarm-work-*")), "work folders of killed runs are cleaned up"
+
+
+def test_truncated_and_unfinished_files_are_reported_not_fatal(raw, tmp_path):
+    files = sorted(raw.glob("*.h5"))
+    bad = raw / "episode_000007.h5"
+    bad.write_bytes(files[0].read_bytes()[:100_000])
+    (raw / "episode_000008.h5.partial").write_bytes(b"")
+    r = convert(raw, tmp_path / "ds")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "episode_000007.h5: " in r.stdout and "skipped" in r.stdout
+    assert "episode_000008.h5.partial: unfinished episode" in r.stdout
+    assert "done: 2 episodes added" in r.stdout
+
+
+def test_bad_arguments_get_one_clear_message(raw, tmp_path):
+    r = convert(raw, tmp_path / "ds", "--codec", "h264_nvenc")
+    assert r.returncode == 2 and "--codec h264_nvenc:" in r.stdout and "Traceback" not in r.stderr
+    assert not (tmp_path / "ds").exists()
+    r = convert(raw, tmp_path / "ds", "--size", "big")
+    assert r.returncode == 2 and "expected WIDTHxHEIGHT" in r.stderr
+    r = convert(tmp_path / "nowhere", tmp_path / "ds")
+    assert r.returncode == 2 and "no such folder of raw episodes" in r.stdout
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    r = convert(raw, tmp_path / "notes")
+    assert r.returncode == 2 and "is not a LeRobot dataset" in r.stdout
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi at the network boundary; records the calls."""
+
+    calls: list = []
+
+    def __init__(self, *a, **k):
+        pass
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            FakeHub.calls.append((name, args, kwargs))
+        return call
+
+
+def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypatch):
+    import huggingface_hub
+    import lerobot.datasets.lerobot_dataset as lrd
+
+    FakeHub.calls = []
+    monkeypatch.setattr(lrd, "HfApi", FakeHub)
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub", lambda self, **kw: FakeHub.calls.append(("card", (), kw)))
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main,
+                                [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--private"])
+    assert result.exit_code == 0, result.output
+    names = [c[0] for c in FakeHub.calls]
+    create = next(c for c in FakeHub.calls if c[0] == "create_repo")
+    assert create[2]["repo_id"] == "me/pickplace" and create[2]["private"] is True and create[2]["repo_type"] == "dataset"
+    upload = next(c for c in FakeHub.calls if c[0] == "upload_folder")
+    assert Path(upload[2]["folder_path"]) == out
+    tag = next(c for c in FakeHub.calls if c[0] == "create_tag")
+    assert tag[2]["tag"] == "v3.0"
+    assert "card" in names
+    assert "pushed to https://huggingface.co/datasets/me/pickplace" in result.output
+
+
+def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monkeypatch):
+    import lerobot.datasets.lerobot_dataset as lrd
+
+    class Offline(FakeHub):
+        def create_repo(self, **kw):
+            raise ConnectionError("no network")
+
+    monkeypatch.setattr(lrd, "HfApi", Offline)
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main,
+                                [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace"])
+    assert result.exit_code == 1
+    assert "push to the Hub failed (no network)" in result.output
+    assert "run the same command again to retry" in result.output
+    assert load(out).num_episodes == 2
