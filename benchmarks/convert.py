@@ -1,0 +1,114 @@
+"""Convert benchmark: slarm-convert vs the spec's straightforward loop, on the same raw episodes.
+
+    .venv/bin/python benchmarks/convert.py                       # 20 episodes x 300 frames
+    .venv/bin/python benchmarks/convert.py --episodes 4 --frames 150
+
+Raw episodes are made directly in the raw format (1920x1080 JPEG frames of realistic
+content, about 250-300 KB each, from the simulated camera) so the benchmark does not
+wait for real-time capture. Then, on the same episodes:
+- slarm-convert RAW DATASET (reduced-scale decode, streaming encode, --workers = cores);
+- the straightforward approach of the recording spec: full-size decode, resize, add_frame,
+  save_episode, one process (LeRobot writes PNG images, then encodes the video).
+Prints frames/s of both and their ratio. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode  # noqa: E402
+from capture.cameras import Frame  # noqa: E402
+from capture.sim.camera_server import encoded_frames  # noqa: E402
+
+NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+
+
+def make_raw(folder: Path, episodes: int, frames: int, fps: int = 30) -> None:
+    jpegs = encoded_frames(1920, 1080)
+    folder.mkdir(parents=True)
+    for e in range(episodes):
+        w = EpisodeWriter(
+            folder / f"episode_{e:06d}.h5",
+            attrs={"fps": fps, "task": "pick up the red cube", "robot_type": "so101", "robot_id": "bench",
+                   "state_source": "benchmark", "episode_uuid": str(uuid.uuid4()), "start_time": "",
+                   "calibration": {}, "software": {}},
+            state_names=NAMES, state_attrs={"units": "rad"},
+            cameras=[CameraInfo("wrist", 1920, 1080, fps, "jpeg", "benchmark", "0")],
+        )
+        for k in range(frames):
+            t = k / fps
+            state = np.sin(np.arange(6) + t).astype(np.float32)
+            w.put(Tick(k, t, state, {"wrist": Frame(jpegs[(e * 7 + k) % len(jpegs)], k, t)}))
+        w.save()
+
+
+def straightforward(raw: Path, out: Path, size: int = 256) -> int:
+    """The recording spec's approach, kept as plain as it describes."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    features = {
+        "observation.state": {"dtype": "float32", "shape": (6,), "names": NAMES},
+        "action": {"dtype": "float32", "shape": (6,), "names": NAMES},
+        "observation.images.wrist": {"dtype": "video", "shape": (size, size, 3), "names": ["height", "width", "channels"]},
+    }
+    ds = LeRobotDataset.create("local/straightforward", fps=30, features=features, root=out, robot_type="so101",
+                               video_backend="pyav")
+    n = 0
+    for path in sorted(raw.glob("*.h5")):
+        with open_episode(path) as ep:
+            for i in range(ep.frame_count):
+                bgr = cv2.imdecode(np.frombuffer(ep.frame("wrist", i), np.uint8), cv2.IMREAD_COLOR)
+                rgb = cv2.cvtColor(cv2.resize(bgr, (size, size)), cv2.COLOR_BGR2RGB)
+                ds.add_frame({"observation.state": ep.state[i], "action": ep.state[i],
+                              "observation.images.wrist": rgb, "task": ep.task})
+                n += 1
+        ds.save_episode()
+    ds.finalize()
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=300)
+    a = ap.parse_args()
+    os.environ.setdefault("SVT_LOG", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw"
+        make_raw(raw, a.episodes, a.frames)
+        n = a.episodes * a.frames
+        mb = sum(p.stat().st_size for p in raw.glob("*.h5")) / 1e6
+
+        t = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "convert.cli", str(raw), f"{tmp}/slarm"], cwd=ROOT,
+                           capture_output=True, text=True)
+        slarm_s = time.monotonic() - t
+        if r.returncode != 0:
+            sys.exit(r.stdout + r.stderr)
+
+        t = time.monotonic()
+        straightforward(raw, Path(tmp) / "straightforward")
+        plain_s = time.monotonic() - t
+
+    print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
+          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 (libsvtav1), {os.cpu_count()} cores")
+    print(f"  slarm-convert      {n / slarm_s:7.1f} frames/s  ({slarm_s:.1f} s, workers = {os.cpu_count()})")
+    print(f"  straightforward    {n / plain_s:7.1f} frames/s  ({plain_s:.1f} s, full decode + resize + add_frame, 1 process)")
+    print(f"  ratio              {plain_s / slarm_s:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
