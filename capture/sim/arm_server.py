@@ -21,6 +21,8 @@ import time
 import tty
 from pathlib import Path
 
+from capture.processes import alive as _alive
+
 MOTOR_NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 # Calibrated ranges (raw ticks, 4096 a turn) and homing offsets as lerobot-calibrate would write them.
 RANGES = [(760, 3340), (820, 3230), (850, 3100), (860, 3190), (0, 4095), (2030, 3460)]
@@ -181,15 +183,6 @@ def serve(link: Path, calibration_dir: Path, robot_id: str, events: Path | None,
             if reply:
                 os.write(master, reply)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def main(argv: list[str] | None = None) -> None:

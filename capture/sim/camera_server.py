@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from capture.processes import alive as _alive
+
 import numpy as np
 
 HEADER = struct.Struct("<qdI")  # frame number, capture time, JPEG length
@@ -118,15 +120,6 @@ def serve(sock_path: Path, width: int, height: int, fps: int, parent_pid: int | 
             except (BrokenPipeError, ConnectionResetError):
                 continue  # the client went away; wait for the next one
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def main(argv: list[str] | None = None) -> None:
