@@ -156,7 +156,13 @@ def _convert(new: list[Source], work: Path, settings: Settings, workers: int) ->
                 results[i] = write_episode(s, work / f"episode-{i}", settings, threads)
                 bar.update(s.frames)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            import multiprocessing
+
+            from lerobot.datasets import lerobot_dataset  # noqa: F401  imported once, here: forked workers
+            from . import video  # noqa: F401  inherit it instead of paying ~5 s of imports each
+
+            fork = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=fork) as pool:
                 futures = {pool.submit(write_episode, s, work / f"episode-{i}", settings, threads): i
                            for i, s in enumerate(new)}
                 from concurrent.futures import as_completed

@@ -74,14 +74,21 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
     os.environ.setdefault("TQDM_DISABLE", "1")
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from .video import EpisodeEncoder
+
     with open_episode(src.path) as ep:
         rows, repeated = grid_rows(ep.tick_index)
         state = ep.state[rows].astype(np.float32)
         action = actions(state, s.action)
         task = s.task or ep.task
-        ds = LeRobotDataset.create(
+        video = EpisodeEncoder(ep.fps, encoder(s.codec), len(rows), encoder_threads)
+
+        class Dataset(LeRobotDataset):  # LeRobot's writer, streaming into our encoder (see video.py)
+            _build_streaming_encoder = staticmethod(lambda *args: video)
+
+        ds = Dataset.create(
             repo_id=REPO_ID, fps=ep.fps, features=features(src, s), root=root,
-            robot_type=ep.attrs.get("robot_type"), use_videos=True, rgb_encoder=encoder(s.codec),
+            robot_type=ep.attrs.get("robot_type"), use_videos=True, rgb_encoder=video._rgb_encoder,
             streaming_encoding=True, encoder_threads=encoder_threads, video_backend="pyav",
         )
         cams = {name: dct_scale(w, h, s.width, s.height, s.resize_mode) for name, w, h in src.cameras}

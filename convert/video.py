@@ -1,0 +1,105 @@
+"""The video encoder LeRobot's writer streams frames into, tuned for offline conversion.
+
+LeRobot's own StreamingVideoEncoder is made for live recording: it drops a frame when its queue
+is full for 0.1 s, and it updates quantile histograms with every pixel of every frame (about
+6 ms per 256x256 frame). Converting recorded episodes needs neither: a frame must never be lost,
+and LeRobot's non-streaming writer already computes image stats on a sample of frames
+(compute_stats.sample_indices). This encoder keeps LeRobot's protocol, codec options and output
+file, waits instead of dropping, and computes the stats of the frames LeRobot samples, each
+subsampled to about 128 pixels a side with LeRobot's auto_downsample_height_width.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+import tempfile
+
+import av
+import numpy as np
+from lerobot.datasets.compute_stats import auto_downsample_height_width, get_feature_stats, sample_indices
+from lerobot.datasets.video_utils import StreamingVideoEncoder
+
+
+STATS_SIZE = 128  # image stats on frames subsampled to about this many pixels a side
+
+
+class EpisodeEncoder(StreamingVideoEncoder):
+    """One episode of known length at a time; one encoder thread per camera."""
+
+    def __init__(self, fps: int, rgb_encoder, frames: int, encoder_threads: int | None = None):
+        super().__init__(fps=fps, rgb_encoder=rgb_encoder, encoder_threads=encoder_threads)
+        self.frames = frames
+
+    def start_episode(self, video_keys: list[str], temp_dir: Path, depth_video_keys=None) -> None:
+        if self._episode_active:
+            self.cancel_episode()
+        for key in video_keys:
+            path = Path(tempfile.mkdtemp(dir=temp_dir)) / f"{key.replace('/', '_')}_streaming.mp4"
+            self._frame_queues[key] = queue.Queue(maxsize=self.queue_maxsize)
+            self._result_queues[key] = queue.Queue(maxsize=1)
+            self._stop_events[key] = threading.Event()
+            self._video_paths[key] = path
+            self._threads[key] = _CameraThread(
+                path, self.fps, self._rgb_encoder, self._encoder_threads, set(sample_indices(self.frames)),
+                self._frame_queues[key], self._result_queues[key], self._stop_events[key])
+            self._threads[key].start()
+        self._episode_active = True
+
+    def feed_frame(self, video_key: str, image: np.ndarray) -> None:
+        """Blocks while the encoder is busy; never drops a frame."""
+        thread = self._threads[video_key]
+        while True:
+            if not thread.is_alive():
+                status, msg = self._result_queues[video_key].get()
+                raise RuntimeError(f"video encoder for {video_key} stopped: {msg}")
+            try:
+                self._frame_queues[video_key].put(image, timeout=1)
+                return
+            except queue.Full:
+                continue
+
+
+class _CameraThread(threading.Thread):
+    def __init__(self, path, fps, cfg, threads, sampled, frames, results, stop):
+        super().__init__(daemon=True)
+        self.path, self.fps, self.cfg, self.threads, self.sampled = path, fps, cfg, threads, sampled
+        self.frames, self.results, self.stop = frames, results, stop
+
+    def run(self) -> None:
+        container = None
+        try:
+            container = av.open(str(self.path), "w")
+            stream = None
+            samples = []
+            i = 0
+            while not self.stop.is_set():
+                try:
+                    image = self.frames.get(timeout=1)
+                except queue.Empty:
+                    continue
+                if image is None:
+                    break
+                if stream is None:
+                    stream = container.add_stream(self.cfg.vcodec, self.fps,
+                                                  options=self.cfg.get_codec_options(self.threads, as_strings=True))
+                    stream.pix_fmt, stream.width, stream.height = self.cfg.pix_fmt, image.shape[1], image.shape[0]
+                    stream.time_base = Fraction(1, self.fps)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, self.fps)
+                container.mux(stream.encode(frame))
+                if i in self.sampled:
+                    samples.append(auto_downsample_height_width(image.transpose(2, 0, 1), STATS_SIZE, 0))
+                i += 1
+            if stream is not None:
+                container.mux(stream.encode())
+            container.close()
+            container = None
+            stats = get_feature_stats(np.stack(samples), axis=(0, 2, 3), keepdims=True) if len(samples) >= 2 else None
+            self.results.put(("ok", stats))
+        except Exception as e:  # reported to the writer through feed_frame / finish_episode
+            if container is not None:
+                container.close()
+            self.results.put(("error", str(e)))
