@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/convert.py                       # 20 episodes x 300 frames
     .venv/bin/python benchmarks/convert.py --episodes 4 --frames 150
+    .venv/bin/python benchmarks/convert.py --workers 1,2 --no-baseline   # frames/s by workers
+    .venv/bin/python benchmarks/convert.py --device cuda --workers 1,2,4 --no-baseline   # on a GPU machine
 
 Raw episodes are made directly in the raw format (1920x1080 JPEG frames of realistic
 content, about 250-300 KB each, from the simulated camera) so the benchmark does not
@@ -84,6 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--workers", default=str(os.cpu_count()), help="comma-separated worker counts to time")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--no-baseline", action="store_true", help="skip the straightforward approach")
     a = ap.parse_args()
     os.environ.setdefault("SVT_LOG", "1")
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,22 +97,30 @@ def main() -> None:
         n = a.episodes * a.frames
         mb = sum(p.stat().st_size for p in raw.glob("*.h5")) / 1e6
 
-        t = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "convert.cli", str(raw), f"{tmp}/slarm"], cwd=ROOT,
-                           capture_output=True, text=True)
-        slarm_s = time.monotonic() - t
-        if r.returncode != 0:
-            sys.exit(r.stdout + r.stderr)
+        timings = {}
+        for workers in [int(w) for w in a.workers.split(",")]:
+            t = time.monotonic()
+            r = subprocess.run([sys.executable, "-m", "convert.cli", str(raw), f"{tmp}/slarm-{workers}",
+                                "--workers", str(workers), "--device", a.device], cwd=ROOT, capture_output=True,
+                               text=True)
+            timings[workers] = time.monotonic() - t
+            if r.returncode != 0:
+                sys.exit(r.stdout + r.stderr)
 
-        t = time.monotonic()
-        straightforward(raw, Path(tmp) / "straightforward")
-        plain_s = time.monotonic() - t
+        if not a.no_baseline:
+            t = time.monotonic()
+            straightforward(raw, Path(tmp) / "straightforward")
+            plain_s = time.monotonic() - t
 
+    codec = "h264_nvenc" if a.device == "cuda" else "libsvtav1"
     print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
-          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 (libsvtav1), {os.cpu_count()} cores")
-    print(f"  slarm-convert      {n / slarm_s:7.1f} frames/s  ({slarm_s:.1f} s, workers = {os.cpu_count()})")
-    print(f"  straightforward    {n / plain_s:7.1f} frames/s  ({plain_s:.1f} s, full decode + resize + add_frame, 1 process)")
-    print(f"  ratio              {plain_s / slarm_s:7.2f}x")
+          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({codec}), {os.cpu_count()} cores, "
+          f"--device {a.device}")
+    for workers, secs in timings.items():
+        print(f"  slarm-convert      {n / secs:7.1f} frames/s  ({secs:.1f} s, workers = {workers})")
+    if not a.no_baseline:
+        print(f"  straightforward    {n / plain_s:7.1f} frames/s  ({plain_s:.1f} s, full decode + resize + add_frame, 1 process)")
+        print(f"  ratio              {plain_s / min(timings.values()):7.2f}x")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class SO101Arm:
     """Reads the six joint positions of an SO-101 follower (gripper included) in radians."""
 
     robot_type = "so101"
+    label = "arm"
 
     def __init__(self, cfg: RobotConfig):
         from lerobot.robots.so_follower import SOFollower, SOFollowerRobotConfig
@@ -116,6 +117,9 @@ class SO101Arm:
                 "range_min": c.range_min, "range_max": c.range_max}
             for n, c in self.robot.calibration.items()
         }
+
+    def describe(self) -> str:
+        return f"arm connected on {self.cfg.port}, torque off: move it by hand"
 
     def disconnect(self) -> None:
         """Torque off (again) and close the port. Safe to call twice or on a dead port."""

@@ -42,6 +42,7 @@ class Camera:
     def __init__(self, cfg: CameraConfig, fps: int):
         self.cfg = cfg
         self.name = cfg.name
+        self.label = f"camera '{cfg.name}'"
         self.fps = fps
         self.width, self.height = cfg.capture_width, cfg.capture_height
         self._frame: Frame | None = None

@@ -9,6 +9,7 @@ import click
 from . import config as C
 from .arm import ArmError, CalibrationError, SO101Arm
 from .cameras import CameraError, make_camera
+from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
 from .preview import MODES, Preview
 from .session import AutoEpisodes, Session, SessionError, install_signal_handlers
@@ -20,16 +21,16 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="The session's JSON config (see config.json).")
-@click.option("--sim", is_flag=True, help="Use a simulated SO-101 and camera instead of real hardware.")
+@click.option("--sim", is_flag=True, help="Use simulated hardware (SO-101 or gamepad, cameras) instead of real devices.")
 @click.option("--episodes", type=click.IntRange(min=1), help="Record this many episodes by themselves, then quit.")
 @click.option("--episode-time", type=click.FloatRange(min=0.1), help="Length of each automatic episode, in seconds.")
 @click.option("--preview", type=click.Choice(MODES), default=None,
               help="Rerun live view: spawn a viewer, serve one to a browser, or off. "
                    "Default: spawn with a display, serve without.")
 def main(config_path, sim, episodes, episode_time, preview):
-    """Record demonstrations: move the arm by hand (torque is off); every tick at the
-    configured fps stores the joint radians and each camera's frame as delivered, in
-    {raw_dir}/{dataset_name}/episode_NNNNNN.h5.
+    """Record demonstrations: move the arm by hand (torque is off), or drive with a gamepad;
+    every tick at the configured fps stores the joint radians (or the pad's axes) and each
+    camera's latest frame as delivered, in {raw_dir}/{dataset_name}/episode_NNNNNN.h5.
 
     Keys: SPACE start/stop (stop saves), R discard the episode, ESC discard and quit.
 
@@ -57,7 +58,7 @@ def main(config_path, sim, episodes, episode_time, preview):
         keys.start()
 
     rig = None
-    arm = None
+    source = None  # the state source: the arm or the gamepad
     cameras = []
     code = EXIT_OK
     try:
@@ -65,17 +66,17 @@ def main(config_path, sim, episodes, episode_time, preview):
             from .sim import SimRig
 
             rig = SimRig(cfg)
-            arm = rig.arm()
+            source = rig.gamepad() if cfg.robot.type == "gamepad" else rig.arm()
             cameras = [rig.camera(c, cfg.camera_fps(c)) for c in cfg.cameras]
         else:
-            arm = SO101Arm(cfg.robot)
+            source = Gamepad(cfg.robot) if cfg.robot.type == "gamepad" else SO101Arm(cfg.robot)
             cameras = [make_camera(c, cfg.camera_fps(c)) for c in cfg.cameras]
 
-        session = Session(cfg, arm, cameras, out, keys, preview=None, auto=auto)
+        session = Session(cfg, source, cameras, out, keys, preview=None, auto=auto)
         session.prepare()
 
-        arm.connect()
-        out.message(f"arm connected on {arm.cfg.port}, torque off: move it by hand")
+        source.connect()
+        out.message(source.describe())
         for cam in cameras:
             cam.connect()
             out.message(f"camera '{cam.name}': {cam.width}x{cam.height} @ {cam.fps} fps, {cam.source}")
@@ -83,7 +84,7 @@ def main(config_path, sim, episodes, episode_time, preview):
             out.message(rig.describe())
 
         mode = preview or ("spawn" if has_display() else "serve")
-        session.preview = Preview(mode, list(arm.state_names), cameras)
+        session.preview = Preview(mode, list(source.state_names), cameras)
         try:
             session.preview.start()
         except Exception as e:
@@ -104,7 +105,7 @@ def main(config_path, sim, episodes, episode_time, preview):
     except SessionError as e:
         out.message(f"error: {e}")
         code = EXIT_USAGE
-    except (ArmError, CameraError) as e:
+    except (ArmError, GamepadError, CameraError) as e:
         out.message(f"error: {e}")
         code = EXIT_FAILURE
     except KeyboardInterrupt:
@@ -113,8 +114,8 @@ def main(config_path, sim, episodes, episode_time, preview):
         keys.stop()
         if "session" in locals() and session.preview is not None:
             session.preview.stop()
-        if arm is not None:
-            arm.disconnect()  # torque off, port closed
+        if source is not None:
+            source.disconnect()  # arm: torque off, port closed
         for cam in cameras:
             cam.disconnect()
         if rig is not None:

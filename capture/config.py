@@ -14,7 +14,10 @@ from pathlib import Path
 
 CAMERA_BACKENDS = ("mjpeg", "opencv")
 FRAME_STORAGE = ("jpeg", "rgb")
-ROBOT_TYPES = ("so101",)
+ROBOT_TYPES = ("so101", "gamepad")
+# gamepad buttons that can be recorded, in SDL_GameControllerButton order
+GAMEPAD_BUTTONS = ("a", "b", "x", "y", "back", "guide", "start", "l3", "r3", "l1", "r1",
+                   "dpad_up", "dpad_down", "dpad_left", "dpad_right")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -38,10 +41,12 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class RobotConfig:
-    type: str = "so101"
+    type: str = "so101"  # so101: joint radians of an SO-101 moved by hand; gamepad: a teleoperation pad's axes
     id: str = "my_so101_follower"
     port: str = "/dev/ttyACM0"
     calibration_dir: str | None = None  # None: LeRobot's default calibration folder
+    index: int = 0  # gamepad: which game controller, in SDL's order
+    buttons: tuple[str, ...] = ()  # gamepad: buttons recorded after the six axes, e.g. ("l1", "r1")
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,14 @@ def parse(raw: object) -> Config:
 
 def _robot(obj: _Obj) -> RobotConfig:
     rtype = obj.choice("type", ROBOT_TYPES, "so101")
+    if rtype == "gamepad":
+        buttons = obj.raw.get("buttons", [])
+        if not isinstance(buttons, list) or any(b not in GAMEPAD_BUTTONS for b in buttons) \
+                or len(set(buttons)) != len(buttons):
+            raise ConfigError(f"{obj.prefix}buttons: expected a list of distinct button names from "
+                              f"{', '.join(GAMEPAD_BUTTONS)}, e.g. [\"l1\", \"r1\"]; got {json.dumps(buttons)}")
+        return RobotConfig(type=rtype, id=obj.string("id", "gamepad"), port="",
+                           index=obj.integer("index", 0, lo=0, hi=15), buttons=tuple(buttons))
     return RobotConfig(
         type=rtype,
         id=obj.string("id"),

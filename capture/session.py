@@ -254,8 +254,7 @@ class Session:
 
 
 def _label(device) -> str:
-    name = getattr(device, "name", None)
-    return f"camera '{name}'" if isinstance(name, str) else "arm"
+    return device.label
 
 
 def install_signal_handlers() -> None:

@@ -1,4 +1,4 @@
-"""slarm-convert: raw episodes -> a LeRobot v3.0 dataset (resize, action, stats, append, verify, Hub)."""
+"""slarm-convert: raw episodes -> a LeRobot v3.0 (or v2.1) dataset (resize, action, stats, append, verify, Hub)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import click
 from capture import config as C
 
 from . import target as T
+from . import v21, v30
 from .frames import RESIZE_MODES
+from .settings import DEVICES, FORMATS, Settings
 from .sources import Source, find
-from .v30 import Settings, encoder, features, merge, verify, write_episode
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -41,22 +42,32 @@ def parse_size(ctx, param, value):
               help="stretch to the size, crop the centre, or pad (letterbox).")
 @click.option("--action", "action", type=click.Choice(["state", "next-state"]), default="state", show_default=True,
               help="action = the state of the same frame, or of the next frame (last frame: its own).")
-@click.option("--codec", default="libsvtav1", show_default=True, help="Video codec: libsvtav1, h264, hevc, h264_nvenc, ...")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Episodes converted in parallel. Default: number of cores.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="v3.0", show_default=True,
+              help="LeRobot dataset format: v3.0 (LeRobot 0.4+, videos) or v2.1 (OpenPI; JPEG images in parquet).")
+@click.option("--codec", default=None,
+              help="v3.0 video codec: libsvtav1 (default), h264, hevc, h264_nvenc (default with --device cuda), ...")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=80, show_default=True,
+              help="v2.1: JPEG quality of the embedded images.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Episodes converted in parallel. Default: number of cores (1 with --device cuda).")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG); cuda encodes with h264_nvenc.")
 @click.option("--task", help="Task text for every episode. Default: the one stored in each raw episode.")
 @click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
 @click.option("--private", is_flag=True, help="Make the Hub repository private.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Take size and Hub settings from this capture config.")
-def main(raw_dirs, dataset_dir, size, resize_mode, action, codec, workers, task, repo_id, private, config_path):
+def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_quality, workers, device, task, repo_id,
+         private, config_path):
     """Convert the raw episodes in RAW_DIRS (folders written by slarm-capture) into the LeRobot
-    v3.0 dataset DATASET_DIR. A new folder is created; an existing slarm dataset gets only the
-    episodes it does not hold yet. Re-running the same command adds nothing.
+    dataset DATASET_DIR (v3.0, or v2.1 for OpenPI). A new folder is created; an existing slarm
+    dataset gets only the episodes it does not hold yet. Re-running the same command adds nothing.
 
     \b
     Examples:
       slarm-convert raw/so101_pickplace_v1 datasets/so101_pickplace_v1
       slarm-convert raw/so101_pickplace_v1 datasets/so101_pickplace_224 --size 224x224
       slarm-convert raw/day1 raw/day2 datasets/pickplace --push-to-hub me/pickplace
+      slarm-convert raw/pad datasets/pad_openpi --format v2.1 --action next-state --size 224x224
     """
     started = time.monotonic()
     _quiet_libraries()
@@ -71,15 +82,23 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, codec, workers, task,
         if repo_id is None and cfg.hub.push_to_hub:
             repo_id, private_flag = cfg.hub.repo_id, private or cfg.hub.private
     width, height = size or (256, 256)
-    settings = Settings(width, height, resize_mode, action, codec, task)
+    if device == "cuda":
+        _check_cuda()
+        workers = workers or 1
+    codec = codec or ("h264_nvenc" if device == "cuda" else "libsvtav1")
+    settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
+    writer = v21 if fmt == "v2.1" else v30
 
     for d in raw_dirs:
         if not d.is_dir():
             _fail(f"{d}: no such folder of raw episodes (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})", EXIT_USAGE)
-    try:
-        encoder(codec)
-    except (ValueError, ImportError) as e:
-        _fail(f"--codec {codec}: {e}. Use libsvtav1 (default) or h264.", EXIT_USAGE)
+    if fmt == "v3.0":
+        try:
+            v30.encoder(codec)
+        except (ValueError, ImportError) as e:
+            hint = "the NVIDIA driver has no video encoder here? Try --codec h264." if "nvenc" in codec else \
+                "Use libsvtav1 (default) or h264."
+            _fail(f"--codec {codec}: {e}. {hint}", EXIT_USAGE)
 
     sources, problems = find(list(raw_dirs))
     for p in problems:
@@ -94,7 +113,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, codec, workers, task,
 
     try:
         target = T.open_target(dataset_dir)
-        T.check_compatible(target, first.fps, features(first, settings), settings.describe())
+        T.check_compatible(target, first.fps, writer.features(first, settings), settings.describe())
     except T.TargetError as e:
         _fail(str(e), EXIT_USAGE)
 
@@ -108,23 +127,23 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, codec, workers, task,
     if not new:
         click.echo(f"nothing to add: {dataset_dir} already holds all {len(sources)} episodes")
         if repo_id:  # so that re-running the command retries a failed push
-            _push(dataset_dir, repo_id, private_flag)
+            _push(dataset_dir, repo_id, private_flag, fmt)
         return
 
     workers = min(workers or os.cpu_count() or 1, len(new))
     work = T.work_dir(dataset_dir)
     try:
-        results = _convert(new, work, settings, workers)
+        results = _convert(writer, new, work, settings, workers)
         roots = ([dataset_dir] if target.exists else []) + [work / f"episode-{i}" for i in range(len(new))]
         merged = work / "dataset"
         os.environ["TQDM_DISABLE"] = "1"  # LeRobot's own bars would interleave with our summary
-        merge(roots, merged)
+        writer.merge(roots, merged)
         episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for s in new]
         T.write_meta(merged, settings.describe(), episodes)
         frames = sum(r["frames"] for r in results)
         total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
         cams = [f"observation.images.{c}" for c, _, _ in first.cameras]
-        verify(merged, len(episodes), total_frames, cams)
+        writer.verify(merged, len(episodes), total_frames, cams)
         T.replace(dataset_dir, merged)
     except Exception as e:
         shutil.rmtree(work, ignore_errors=True)
@@ -139,10 +158,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, codec, workers, task,
         f"{dataset_dir} now holds {len(episodes)} episodes"
     )
     if repo_id:
-        _push(dataset_dir, repo_id, private_flag)
+        _push(dataset_dir, repo_id, private_flag, fmt)
 
 
-def _convert(new: list[Source], work: Path, settings: Settings, workers: int) -> list[dict]:
+def _convert(writer, new: list[Source], work: Path, settings: Settings, workers: int) -> list[dict]:
     """Each new episode into its own small dataset under `work`, `workers` at a time, with a progress bar."""
     from tqdm import tqdm
 
@@ -153,7 +172,7 @@ def _convert(new: list[Source], work: Path, settings: Settings, workers: int) ->
     try:
         if workers == 1:
             for i, s in enumerate(new):
-                results[i] = write_episode(s, work / f"episode-{i}", settings, threads)
+                results[i] = writer.write_episode(s, work / f"episode-{i}", settings, threads)
                 bar.update(s.frames)
         else:
             import multiprocessing
@@ -161,9 +180,11 @@ def _convert(new: list[Source], work: Path, settings: Settings, workers: int) ->
             from lerobot.datasets import lerobot_dataset  # noqa: F401  imported once, here: forked workers
             from . import video  # noqa: F401  inherit it instead of paying ~5 s of imports each
 
-            fork = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=fork) as pool:
-                futures = {pool.submit(write_episode, s, work / f"episode-{i}", settings, threads): i
+            # CUDA cannot be used in a process forked from one that has touched it
+            fork = sys.platform == "linux" and settings.device == "cpu"
+            context = multiprocessing.get_context("fork" if fork else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = {pool.submit(writer.write_episode, s, work / f"episode-{i}", settings, threads): i
                            for i, s in enumerate(new)}
                 from concurrent.futures import as_completed
 
@@ -176,11 +197,22 @@ def _convert(new: list[Source], work: Path, settings: Settings, workers: int) ->
     return results
 
 
-def _push(dataset_dir: Path, repo_id: str, private: bool) -> None:
+def _check_cuda() -> None:
+    try:
+        import torch
+        import torchvision.io  # noqa: F401  nvJPEG decoding
+    except ImportError as e:
+        _fail(f"--device cuda needs torch and torchvision ({e})", EXIT_USAGE)
+    if not torch.cuda.is_available():
+        _fail("--device cuda: PyTorch sees no NVIDIA GPU on this machine (no GPU, no driver, or a CPU-only torch). "
+              "Leave out --device to convert on the CPU.", EXIT_USAGE)
+
+
+def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
     from .hub import push
 
     try:
-        push(dataset_dir, repo_id, private)
+        push(dataset_dir, repo_id, private, fmt)
     except Exception as e:
         cmd = " ".join(["slarm-convert", *sys.argv[1:]])
         click.echo(f"error: push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "

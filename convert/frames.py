@@ -65,3 +65,75 @@ def to_image(frame: bytes | np.ndarray, width: int, height: int, mode: str, scal
     """A stored frame (JPEG bytes or RGB pixels) -> the training image."""
     rgb = decode_jpeg(frame, scale) if isinstance(frame, bytes) else frame
     return fit(rgb, width, height, mode)
+
+
+def training_images(ep, cameras, rows, settings):
+    """For each grid slot, {camera: training image} of raw row rows[j]. A repeated tick reuses
+    its image (same array) instead of decoding it again. On settings.device "cuda" the GPU
+    decodes and resizes (training_images_torch)."""
+    if settings.device != "cpu":
+        yield from training_images_torch(ep, cameras, rows, settings, settings.device)
+        return
+    scales = {name: dct_scale(w, h, settings.width, settings.height, settings.resize_mode) for name, w, h in cameras}
+    last: dict[str, tuple[int, np.ndarray]] = {}
+    for row in rows:
+        for cam, scale in scales.items():
+            if cam not in last or last[cam][0] != row:
+                image = to_image(ep.frame(cam, int(row)), settings.width, settings.height, settings.resize_mode, scale)
+                last[cam] = (row, image)
+        yield {cam: image for cam, (_, image) in last.items()}
+
+
+def training_images_torch(ep, cameras, rows, settings, device: str = "cuda", batch: int = 32):
+    """training_images, with JPEG decoding and area resizing done by torch/torchvision on `device`
+    (nvJPEG on an NVIDIA GPU). Frames are decoded in batches of up to `batch` distinct rows."""
+    rows = np.asarray(rows)
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        distinct = list(dict.fromkeys(int(r) for r in chunk))
+        images = {name: dict(zip(distinct, _torch_images(ep, name, distinct, settings, device)))
+                  for name, _, _ in cameras}
+        for row in chunk:
+            yield {name: images[name][int(row)] for name in images}
+
+
+def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> list[np.ndarray]:
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    frames = [ep.frame(camera, r) for r in rows]
+    if isinstance(frames[0], bytes):
+        data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in frames]
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        x = torch.stack(decoded)
+    else:
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)
+    h, w = x.shape[2:]
+    width, height, mode = settings.width, settings.height, settings.resize_mode
+    if mode == "crop":
+        s = min(w / width, h / height)
+        cw, ch = round(width * s), round(height * s)
+        x = x[:, :, (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+    if mode == "pad":
+        s = min(width / w, height / h)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        inner = _torch_resize(x, nw, nh)
+        out = torch.zeros((x.shape[0], 3, height, width), dtype=torch.uint8, device=x.device)
+        out[:, :, (height - nh) // 2 : (height - nh) // 2 + nh, (width - nw) // 2 : (width - nw) // 2 + nw] = inner
+    else:
+        out = _torch_resize(x, width, height)
+    return list(out.permute(0, 2, 3, 1).contiguous().cpu().numpy())
+
+
+def _torch_resize(x, width: int, height: int):
+    """(B, 3, H, W) uint8 -> (B, 3, height, width) uint8: area when shrinking, as cv2.INTER_AREA does."""
+    import torch
+    import torch.nn.functional as F
+
+    if x.shape[3] == width and x.shape[2] == height:
+        return x
+    if width <= x.shape[3] and height <= x.shape[2]:
+        y = F.interpolate(x.float(), size=(height, width), mode="area")
+    else:
+        y = F.interpolate(x.float(), size=(height, width), mode="bilinear", align_corners=False)
+    return y.round_().clamp_(0, 255).to(torch.uint8)

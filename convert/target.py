@@ -66,16 +66,16 @@ def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> N
     if not target.exists:
         return
     problems = []
-    if target.info.get("codebase_version") != "v3.0":
-        problems.append(f"format {target.info.get('codebase_version')} (this writes v3.0)")
+    if target.info.get("codebase_version") != settings["format"]:
+        problems.append(f"format {target.info.get('codebase_version')} vs {settings['format']}")
     if target.info.get("fps") != fps:
         problems.append(f"fps {target.info.get('fps')} vs {fps}")
-    for key in ("width", "height", "resize_mode", "action", "codec"):
-        if target.settings.get(key) != settings.get(key):
+    for key in settings:
+        if key != "format" and target.settings.get(key) != settings.get(key):
             problems.append(f"{key} {target.settings.get(key)} vs {settings.get(key)}")
     theirs = {k: (tuple(v["shape"]), v.get("names")) for k, v in target.info["features"].items()
               if k.startswith(("observation.", "action"))}
-    ours = {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items()}
+    ours = {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items() if k.startswith(("observation.", "action"))}
     for key in sorted(set(theirs) | set(ours)):
         if theirs.get(key) != ours.get(key):
             problems.append(f"feature {key}: {theirs.get(key)} vs {ours.get(key)}")

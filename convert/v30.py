@@ -8,33 +8,18 @@ dataset and the new episodes, in order, into a fresh folder.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from capture.episode_file import open_episode
 
-from .frames import dct_scale, to_image
+from .frames import training_images
+from .settings import Settings
 from .sources import Source
 from .timeline import actions, grid_rows
 
 REPO_ID = "local/slarm"  # LeRobot needs a repo id even for local folders
-
-
-@dataclass(frozen=True)
-class Settings:
-    width: int = 256
-    height: int = 256
-    resize_mode: str = "stretch"
-    action: str = "state"
-    codec: str = "libsvtav1"
-    task: str | None = None  # None: the task stored in each raw episode
-
-    def describe(self) -> dict:
-        d = asdict(self)
-        d.pop("task")
-        return d
 
 
 def features(src: Source, s: Settings) -> dict:
@@ -91,14 +76,10 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
             robot_type=ep.attrs.get("robot_type"), use_videos=True, rgb_encoder=video._rgb_encoder,
             streaming_encoding=True, encoder_threads=encoder_threads, video_backend="pyav",
         )
-        cams = {name: dct_scale(w, h, s.width, s.height, s.resize_mode) for name, w, h in src.cameras}
-        last: dict[str, tuple[int, np.ndarray]] = {}
-        for j, row in enumerate(rows):
+        for j, images in enumerate(training_images(ep, src.cameras, rows, s)):
             frame = {"observation.state": state[j], "action": action[j], "task": task}
-            for cam, scale in cams.items():
-                if cam not in last or last[cam][0] != row:  # a repeated tick reuses its image
-                    last[cam] = (row, to_image(ep.frame(cam, int(row)), s.width, s.height, s.resize_mode, scale))
-                frame[f"observation.images.{cam}"] = last[cam][1]
+            for cam, image in images.items():
+                frame[f"observation.images.{cam}"] = image
             ds.add_frame(frame)
         ds.save_episode()
         ds.finalize()

@@ -5,8 +5,7 @@ is full for 0.1 s, and it updates quantile histograms with every pixel of every 
 6 ms per 256x256 frame). Converting recorded episodes needs neither: a frame must never be lost,
 and LeRobot's non-streaming writer already computes image stats on a sample of frames
 (compute_stats.sample_indices). This encoder keeps LeRobot's protocol, codec options and output
-file, waits instead of dropping, and computes the stats of the frames LeRobot samples, each
-subsampled to about 128 pixels a side with LeRobot's auto_downsample_height_width.
+file, waits instead of dropping, and computes the stats of the frames LeRobot samples (stats.py).
 """
 
 from __future__ import annotations
@@ -14,16 +13,14 @@ from __future__ import annotations
 import queue
 import threading
 from fractions import Fraction
-from pathlib import Path
 import tempfile
+from pathlib import Path
 
 import av
 import numpy as np
-from lerobot.datasets.compute_stats import auto_downsample_height_width, get_feature_stats, sample_indices
 from lerobot.datasets.video_utils import StreamingVideoEncoder
 
-
-STATS_SIZE = 128  # image stats on frames subsampled to about this many pixels a side
+from .stats import ImageStats
 
 
 class EpisodeEncoder(StreamingVideoEncoder):
@@ -43,7 +40,7 @@ class EpisodeEncoder(StreamingVideoEncoder):
             self._stop_events[key] = threading.Event()
             self._video_paths[key] = path
             self._threads[key] = _CameraThread(
-                path, self.fps, self._rgb_encoder, self._encoder_threads, set(sample_indices(self.frames)),
+                path, self.fps, self._rgb_encoder, self._encoder_threads, ImageStats(self.frames),
                 self._frame_queues[key], self._result_queues[key], self._stop_events[key])
             self._threads[key].start()
         self._episode_active = True
@@ -63,9 +60,9 @@ class EpisodeEncoder(StreamingVideoEncoder):
 
 
 class _CameraThread(threading.Thread):
-    def __init__(self, path, fps, cfg, threads, sampled, frames, results, stop):
+    def __init__(self, path, fps, cfg, threads, stats: ImageStats, frames, results, stop):
         super().__init__(daemon=True)
-        self.path, self.fps, self.cfg, self.threads, self.sampled = path, fps, cfg, threads, sampled
+        self.path, self.fps, self.cfg, self.threads, self.stats = path, fps, cfg, threads, stats
         self.frames, self.results, self.stop = frames, results, stop
 
     def run(self) -> None:
@@ -73,7 +70,6 @@ class _CameraThread(threading.Thread):
         try:
             container = av.open(str(self.path), "w")
             stream = None
-            samples = []
             i = 0
             while not self.stop.is_set():
                 try:
@@ -90,15 +86,13 @@ class _CameraThread(threading.Thread):
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame.pts, frame.time_base = i, Fraction(1, self.fps)
                 container.mux(stream.encode(frame))
-                if i in self.sampled:
-                    samples.append(auto_downsample_height_width(image.transpose(2, 0, 1), STATS_SIZE, 0))
+                self.stats.add(image)
                 i += 1
             if stream is not None:
                 container.mux(stream.encode())
             container.close()
             container = None
-            stats = get_feature_stats(np.stack(samples), axis=(0, 2, 3), keepdims=True) if len(samples) >= 2 else None
-            self.results.put(("ok", stats))
+            self.results.put(("ok", self.stats.result()))
         except Exception as e:  # reported to the writer through feed_frame / finish_episode
             if container is not None:
                 container.close()

@@ -19,6 +19,8 @@ def write_config(folder: Path, **overrides) -> Path:
     cfg = json.loads((ROOT / "config.json").read_text())
     cfg["raw_dir"] = str(folder / "raw")
     cfg["output_dir"] = str(folder / "datasets")
+    if "cameras" in overrides:
+        del cfg["camera"]  # a config gives `camera` or `cameras`
     for key, value in overrides.items():
         cfg[key] = value
     path = folder / "config.json"
@@ -54,3 +56,30 @@ def spawn_capture(*args: str, timeout: float = 60) -> pexpect.spawn:
 def device_pids(text: str) -> dict[str, int]:
     """Process ids of the simulated devices, from the line slarm-capture prints about them."""
     return {name: int(pid) for name, pid in re.findall(r"([\w-]+) pid (\d+)", text)}
+
+
+LEROBOT_V21 = "0.3.3"  # the last LeRobot release that reads v2.1 datasets (OpenPI pins a v2.1 LeRobot)
+
+
+@pytest.fixture(scope="session")
+def lerobot_v21_python() -> Path:
+    """Python of an isolated virtual environment with lerobot 0.3.3, made once per machine and
+    kept in ~/.cache/slarm (or $SLARM_CACHE). Needs the package index the first time (~3 min)."""
+    cache = Path(os.environ.get("SLARM_CACHE", Path.home() / ".cache" / "slarm"))
+    env = cache / f"lerobot-{LEROBOT_V21}"
+    python = env / "bin" / "python"
+    ready = env / ".slarm-ready"
+    if not ready.exists():
+        import shutil
+
+        shutil.rmtree(env, ignore_errors=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        log = cache / f"lerobot-{LEROBOT_V21}-install.log"
+        with log.open("w") as out:
+            ok = subprocess.run([sys.executable, "-m", "venv", str(env)], stdout=out, stderr=out).returncode == 0 and \
+                subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"lerobot=={LEROBOT_V21}"],
+                               stdout=out, stderr=out, stdin=subprocess.DEVNULL, timeout=1800).returncode == 0
+        if not ok:
+            pytest.fail(f"could not install lerobot {LEROBOT_V21} into {env}; see {log}")
+        ready.write_text(LEROBOT_V21)
+    return python

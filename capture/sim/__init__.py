@@ -1,9 +1,11 @@
 """Simulated hardware for `slarm-capture --sim` and the tests.
 
-Each simulated device is its own process, as a real one is its own piece of hardware:
+Each simulated arm or camera is its own process, as a real one is its own piece of hardware:
 the arm speaks the Feetech protocol on a pseudo-terminal (so LeRobot's driver runs against
 it unchanged), each camera serves MJPEG frames over a Unix socket. Killing a device process
 is unplugging it; connecting again starts a fresh one, as plugging it back in would.
+The gamepad is a virtual SDL controller inside the capture process (SDL's own virtual-joystick
+API; see gamepad.py): the file `unplug-gamepad` in the sim folder unplugs it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..arm import ArmError, SO101Arm
 from ..cameras import Camera, CameraError
 from ..config import CameraConfig, Config
 from .camera_server import HEADER
+from .gamepad import SimGamepad, VirtualPad
 
 
 class DeviceProcess:
@@ -85,6 +88,7 @@ class SimRig:
              self.robot_cfg.calibration_dir, "--robot-id", cfg.robot.id, "--events", str(self.torque_events)],
             self.dir,
         )
+        self.virtual_pad = VirtualPad(self.dir / "unplug-gamepad")
         self.camera_processes = {
             c.name: DeviceProcess(
                 f"camera-{c.name}",
@@ -98,16 +102,22 @@ class SimRig:
     def arm(self) -> SimArm:
         return SimArm(self.robot_cfg, self.arm_process)
 
+    def gamepad(self) -> SimGamepad:
+        return SimGamepad(self.robot_cfg, self.virtual_pad)
+
     def camera(self, cfg: CameraConfig, fps: int) -> SimCamera:
         return SimCamera(cfg, fps, self.camera_processes[cfg.name], self.dir / f"camera-{cfg.name}.sock")
 
     def describe(self) -> str:
-        pids = ", ".join(f"{p.name} pid {p.pid}" for p in [self.arm_process, *self.camera_processes.values()])
-        return f"simulated hardware in {self.dir} ({pids})"
+        devices = [f"{p.name} pid {p.pid}" for p in [self.arm_process, *self.camera_processes.values()] if p.pid]
+        if self.virtual_pad.plugged:
+            devices.insert(0, "virtual gamepad")
+        return f"simulated hardware in {self.dir} ({', '.join(devices)})"
 
     def close(self) -> None:
         for p in [self.arm_process, *self.camera_processes.values()]:
             p.stop()
+        self.virtual_pad.unplug()
 
 
 class SimArm(SO101Arm):

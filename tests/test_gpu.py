@@ -1,0 +1,57 @@
+"""The --device cuda path: GPU JPEG decoding and resizing (torchvision / torch) and NVENC.
+
+The torch code path itself is checked everywhere (on the CPU, against the OpenCV path);
+the end-to-end GPU conversion runs only where PyTorch sees an NVIDIA GPU."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pytest
+import torch
+
+from capture.episode_file import open_episode
+from convert.frames import training_images, training_images_torch
+from convert.settings import Settings
+from convert.timeline import grid_rows
+from test_convert import column, convert, load, recorded, raw  # noqa: F401  (fixtures)
+
+GPU = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop", "pad"])
+def test_torch_decode_and_resize_match_opencv(raw, mode):
+    path = sorted(glob.glob(str(raw / "*.h5")))[0]
+    s = Settings(224, 160, mode)
+    with open_episode(path) as ep:
+        rows, _ = grid_rows(ep.tick_index)
+        rows = rows[:12]
+        cams = tuple((n, c.width, c.height) for n, c in ep.cameras.items())
+        cpu = [d["wrist"] for d in training_images(ep, cams, rows, s)]
+        torch_path = [d["wrist"] for d in training_images_torch(ep, cams, rows, s, device="cpu", batch=5)]
+    assert len(torch_path) == len(cpu)
+    assert torch_path[0].shape == (160, 224, 3) and torch_path[0].dtype == np.uint8
+    diff = np.abs(np.stack(cpu).astype(int) - np.stack(torch_path).astype(int))
+    assert diff.mean() < 1.5, "same picture, up to decoder and rounding differences"
+
+
+@pytest.mark.skipif(GPU, reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_one_clear_message(raw, tmp_path):
+    r = convert(raw, tmp_path / "ds", "--device", "cuda")
+    assert r.returncode == 2
+    assert "--device cuda: PyTorch sees no NVIDIA GPU" in r.stdout and "Traceback" not in r.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.skipif(not GPU, reason="needs an NVIDIA GPU")
+def test_convert_on_the_gpu_matches_the_cpu(raw, tmp_path):
+    r = convert(raw, tmp_path / "gpu", "--device", "cuda")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert convert(raw, tmp_path / "cpu", "--codec", "h264_nvenc").returncode == 0
+    gpu, cpu = load(tmp_path / "gpu"), load(tmp_path / "cpu")
+    assert (gpu.num_episodes, len(gpu)) == (cpu.num_episodes, len(cpu))
+    np.testing.assert_array_equal(column(gpu, "observation.state"), column(cpu, "observation.state"))
+    for i in (0, len(gpu) - 1):
+        diff = (gpu[i]["observation.images.wrist"] - cpu[i]["observation.images.wrist"]).abs().mean()
+        assert diff < 0.02

@@ -1,0 +1,150 @@
+"""slarm-inspect on simulated recordings (plus episodes with known defects), and batch
+conversion of several raw folders into one dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from capture.cameras import Frame
+from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode
+from conftest import ROOT, capture, episodes_dir, write_config
+from test_convert import convert, load, tree_digest
+
+NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+
+
+def inspect(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inspection.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def write_episode(path: Path, ticks: list[int], state_at, fps: int = 30) -> None:
+    """An episode with the given tick numbers (gaps = missed ticks) and state."""
+    jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
+    w = EpisodeWriter(path, attrs={"fps": fps, "task": "test defects", "robot_type": "so101", "robot_id": "t",
+                                   "state_source": "test", "episode_uuid": str(uuid.uuid4()), "start_time": "",
+                                   "calibration": {}, "software": {}},
+                      state_names=NAMES, state_attrs={"units": "rad"},
+                      cameras=[CameraInfo("wrist", 64, 48, fps, "jpeg", "test", "0")])
+    for k in ticks:
+        w.put(Tick(k, k / fps, state_at(k), {"wrist": Frame(jpeg, k, k / fps)}))
+    w.save()
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    """Two simulated episodes, then one with missed ticks, one with a frozen state, a truncated
+    file and an unfinished one."""
+    folder = tmp_path_factory.mktemp("inspect")
+    cfg = write_config(folder)
+    r = capture("--config", str(cfg), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
+    assert r.returncode == 0, r.stdout + r.stderr
+    raw = episodes_dir(cfg)
+    moving = lambda k: np.sin(np.arange(6) + k / 10).astype(np.float32)  # noqa: E731
+    write_episode(raw / "episode_000002.h5", [k for k in range(90) if not 30 <= k < 60], moving)
+    write_episode(raw / "episode_000003.h5", list(range(90)),
+                  lambda k: moving(20 if 20 <= k <= 70 else k))  # still from tick 20 to 70: 1.67 s
+    (raw / "episode_000004.h5").write_bytes((raw / "episode_000000.h5").read_bytes()[:50_000])
+    (raw / "episode_000005.h5.partial").write_bytes(b"")
+    return raw
+
+
+def test_table_and_json_match_the_files_and_flag_defects(recordings):
+    before = tree_digest(recordings)
+    r = inspect(recordings, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    eps = {e["index"]: e for e in report["episodes"]}
+    assert sorted(eps) == [0, 1, 2, 3]
+    for i in (0, 1):
+        with open_episode(recordings / f"episode_00000{i}.h5") as ep:
+            assert eps[i]["frames"] == ep.frame_count
+            assert eps[i]["duration_s"] == pytest.approx(ep.timestamp[-1] - ep.timestamp[0], abs=1e-3)
+            assert eps[i]["uuid"] == ep.uuid
+        assert eps[i]["fps"] == 30 and eps[i]["achieved_fps"] == pytest.approx(30, abs=1)
+        assert eps[i]["cameras"][0]["width"] == 1920 and eps[i]["cameras"][0]["encoding"] == "jpeg"
+        assert eps[i]["flags"] == [], eps[i]["flags"]
+    assert eps[2]["missed_ticks"] == 30 and eps[2]["frames"] == 60
+    assert any(f.startswith("low fps") for f in eps[2]["flags"])
+    assert eps[3]["longest_frozen_s"] == pytest.approx(50 / 30, abs=0.01)
+    assert any(f.startswith("state frozen 1.7s") for f in eps[3]["flags"])
+    assert [Path(u["file"]).name for u in report["unreadable"]] == ["episode_000004.h5"]
+    assert "truncated file" in report["unreadable"][0]["reason"]
+    assert [Path(f).name for f in report["unfinished"]] == ["episode_000005.h5.partial"]
+    assert report["totals"]["episodes"] == 4 and report["totals"]["flagged"] == 2
+    assert report["totals"]["frames"] == sum(e["frames"] for e in eps.values())
+
+    r = inspect(recordings)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:5] == ["#", "uuid", "task", "duration", "frames"]
+    row0 = next(line for line in lines if line.startswith("0 "))
+    assert f"{eps[0]['frames']}" in row0.split() and "wrist 1920x1080 jpeg" in row0 and row0.endswith("ok")
+    assert "unreadable: " in r.stdout and "unfinished: " in r.stdout
+    assert lines[-1].startswith("total: 4 episodes") and "2 flagged, 1 unfinished, 1 unreadable" in lines[-1]
+    assert tree_digest(recordings) == before, "slarm-inspect never modifies the raw folder"
+
+
+def test_plot_writes_a_readable_png(recordings, tmp_path):
+    out = tmp_path / "review.png"
+    r = inspect(recordings, "--plot", out)
+    assert r.returncode == 0, r.stderr
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] > 600 and img.shape[1] > 800
+    assert img.std() > 20, "not blank"
+    assert (img < 100).mean() > 0.005, "lines and text are drawn"
+
+
+def test_rerun_replays_an_episode_on_its_timeline(recordings, tmp_path):
+    out = tmp_path / "ep1.rrd"
+    r = inspect(recordings, "--rerun", "1", "--save", out)
+    assert r.returncode == 0, r.stderr
+    import rerun.experimental as rx
+
+    rows: dict[str, int] = {}
+    for chunk in rx.RrdReader(out).stream():
+        rows[chunk.entity_path] = rows.get(chunk.entity_path, 0) + chunk.num_rows
+    with open_episode(recordings / "episode_000001.h5") as ep:
+        n = ep.frame_count
+    assert rows["/camera/wrist"] == n
+    assert all(rows[f"/state/{name}"] == n for name in NAMES)
+
+    r = inspect(recordings, "--rerun", "9", "--save", out)
+    assert r.returncode == 2 and "no complete episode 9" in r.stderr and "episodes: 0, 1, 2, 3" in r.stderr
+
+
+def test_missing_target_is_one_clear_error(tmp_path):
+    r = inspect(tmp_path / "nowhere")
+    assert r.returncode == 2 and "no such folder or episode file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_several_raw_dirs_into_one_dataset_then_rerun_adds_nothing(tmp_path):
+    days = []
+    for day in ("day1", "day2"):
+        (tmp_path / day).mkdir()
+        cfg = write_config(tmp_path / day)
+        r = capture("--config", str(cfg), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+        assert r.returncode == 0, r.stdout + r.stderr
+        days.append(episodes_dir(cfg))
+    out = tmp_path / "ds"
+    r = convert(*days, out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 2 episodes added, 0 already there" in r.stdout and "frames/s" in r.stdout
+    ds = load(out)
+    assert ds.num_episodes == 2
+    digest = tree_digest(out)
+    r = convert(*days, out)
+    assert r.returncode == 0 and "nothing to add" in r.stdout and "already holds all 2 episodes" in r.stdout
+    assert tree_digest(out) == digest
+    shutil.rmtree(days[0])  # converting the second day alone adds nothing either
+    r = convert(days[1], out)
+    assert r.returncode == 0 and "nothing to add" in r.stdout
