@@ -50,7 +50,10 @@ class EpisodeEncoder(StreamingVideoEncoder):
         thread = self._threads[video_key]
         while True:
             if not thread.is_alive():
-                status, msg = self._result_queues[video_key].get()
+                try:
+                    _, msg = self._result_queues[video_key].get(timeout=5)
+                except queue.Empty:
+                    msg = "no reason given"
                 raise RuntimeError(f"video encoder for {video_key} stopped: {msg}")
             try:
                 self._frame_queues[video_key].put(image, timeout=1)
