@@ -36,19 +36,29 @@ def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def crop_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the centred region of a w x h frame with the target's aspect ratio."""
+    s = min(w / width, h / height)
+    cw, ch = round(width * s), round(height * s)
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def pad_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) where a w x h frame, shrunk to fit, sits inside the letterboxed target."""
+    s = min(width / w, height / h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    return (width - nw) // 2, (height - nh) // 2, nw, nh
+
+
 def fit(rgb: np.ndarray, width: int, height: int, mode: str = "stretch") -> np.ndarray:
     """Resize to width x height: stretch (ignore aspect), crop (centre), or pad (letterbox, black)."""
     h, w = rgb.shape[:2]
     if mode == "crop":
-        s = min(w / width, h / height)
-        cw, ch = round(width * s), round(height * s)
-        x, y = (w - cw) // 2, (h - ch) // 2
+        x, y, cw, ch = crop_box(w, h, width, height)
         rgb = rgb[y : y + ch, x : x + cw]
     elif mode == "pad":
-        s = min(width / w, height / h)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        x, y, nw, nh = pad_box(w, h, width, height)
         out = np.zeros((height, width, 3), np.uint8)
-        x, y = (width - nw) // 2, (height - nh) // 2
         out[y : y + nh, x : x + nw] = _resize(rgb, nw, nh)
         return out
     return _resize(rgb, width, height)
@@ -111,15 +121,12 @@ def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> li
     h, w = x.shape[2:]
     width, height, mode = settings.width, settings.height, settings.resize_mode
     if mode == "crop":
-        s = min(w / width, h / height)
-        cw, ch = round(width * s), round(height * s)
-        x = x[:, :, (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+        cx, cy, cw, ch = crop_box(w, h, width, height)
+        x = x[:, :, cy : cy + ch, cx : cx + cw]
     if mode == "pad":
-        s = min(width / w, height / h)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        inner = _torch_resize(x, nw, nh)
+        px, py, nw, nh = pad_box(w, h, width, height)
         out = torch.zeros((x.shape[0], 3, height, width), dtype=torch.uint8, device=x.device)
-        out[:, :, (height - nh) // 2 : (height - nh) // 2 + nh, (width - nw) // 2 : (width - nw) // 2 + nw] = inner
+        out[:, :, py : py + nh, px : px + nw] = _torch_resize(x, nw, nh)
     else:
         out = _torch_resize(x, width, height)
     return list(out.permute(0, 2, 3, 1).contiguous().cpu().numpy())

@@ -73,9 +73,7 @@ def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> N
     for key in settings:
         if key != "format" and target.settings.get(key) != settings.get(key):
             problems.append(f"{key} {target.settings.get(key)} vs {settings.get(key)}")
-    theirs = {k: (tuple(v["shape"]), v.get("names")) for k, v in target.info["features"].items()
-              if k.startswith(("observation.", "action"))}
-    ours = {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items() if k.startswith(("observation.", "action"))}
+    theirs, ours = _recorded_features(target.info["features"]), _recorded_features(feats)
     for key in sorted(set(theirs) | set(ours)):
         if theirs.get(key) != ours.get(key):
             problems.append(f"feature {key}: {theirs.get(key)} vs {ours.get(key)}")
@@ -84,6 +82,12 @@ def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> N
             f"{target.path} does not match these episodes (dataset vs this run): " + "; ".join(problems)
             + ".\nConvert into a new DATASET_DIR (e.g. one per resolution), or use the settings of the dataset."
         )
+
+
+def _recorded_features(feats: dict) -> dict:
+    """Shape and names of state, action and cameras (not LeRobot's index columns)."""
+    return {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items()
+            if k.startswith(("observation.", "action"))}
 
 
 def work_dir(target: Path) -> Path:

@@ -15,7 +15,6 @@ The parquet schema carries the Hugging Face `datasets` feature types in their 3.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -79,12 +78,17 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
                 stats[cam].add(image)
         for cam in cams:
             columns[f"observation.images.{cam}"] = jpegs[cam]
-        columns.update(_index_columns(n, ep.fps, 0, 0, 0))
+        columns.update(_index_columns(n, ep.fps))
         feats = features(src, s)
         table = _table(columns, feats)
-        info = _info(ep.fps, ep.attrs.get("robot_type"), feats)
         ep_stats = {**_column_stats(table, feats), **{f"observation.images.{c}": stats[c].normalized() for c in cams}}
-        _write_dataset(root, info, [s.task or ep.task], [(table, ep_stats)])
+        path = root / DATA_PATH.format(episode_chunk=0, episode_index=0)
+        path.parent.mkdir(parents=True)
+        pq.write_table(table, path)
+        info = {"codebase_version": CODEBASE_VERSION, "robot_type": ep.attrs.get("robot_type"), "fps": ep.fps,
+                "chunks_size": CHUNK_SIZE, "data_path": DATA_PATH, "video_path": None, "features": feats}
+        task = s.task or ep.task
+        _write_meta(root, info, [task], [({"episode_index": 0, "tasks": [task], "length": n}, _serialize(ep_stats))])
     return {"frames": n, "repeated": repeated}
 
 
@@ -129,9 +133,6 @@ def merge(roots: list[Path], out: Path) -> None:
                                                                                          "task_index")))}
             pq.write_table(table, dest)
         meta_eps.append(({"episode_index": new_index, "tasks": e["tasks"], "length": e["length"]}, stats))
-    info = {**info, "total_episodes": len(episodes), "total_frames": total, "total_tasks": len(tasks),
-            "total_chunks": (len(episodes) - 1) // CHUNK_SIZE + 1 if episodes else 0,
-            "splits": {"train": f"0:{len(episodes)}"}}
     _write_meta(out, info, tasks, meta_eps)
 
 
@@ -173,11 +174,11 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def _index_columns(n: int, fps: int, episode: int, first: int, task: int) -> dict:
+def _index_columns(n: int, fps: int) -> dict:
+    """LeRobot's index columns of a dataset's first (and only) episode; merge renumbers them."""
     frame_index = np.arange(n, dtype=np.int64)
     return {"timestamp": (frame_index / fps).astype(np.float32), "frame_index": frame_index,
-            "episode_index": np.full(n, episode, np.int64), "index": first + frame_index,
-            "task_index": np.full(n, task, np.int64)}
+            "episode_index": np.zeros(n, np.int64), "index": frame_index, "task_index": np.zeros(n, np.int64)}
 
 
 def _hf_type(ft: dict) -> tuple[pa.DataType, dict]:
@@ -223,28 +224,13 @@ def _serialize(stats: dict) -> dict:
     return {k: {s: np.asarray(v).tolist() for s, v in d.items()} for k, d in stats.items() if d is not None}
 
 
-def _info(fps: int, robot_type: str | None, feats: dict) -> dict:
-    return {
-        "codebase_version": CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": 0, "total_frames": 0,
-        "total_tasks": 0, "total_videos": 0, "total_chunks": 0, "chunks_size": CHUNK_SIZE, "fps": fps,
-        "splits": {}, "data_path": DATA_PATH, "video_path": None, "features": feats,
-    }
-
-
-def _write_dataset(root: Path, info: dict, tasks: list[str], episodes: list[tuple[pa.Table, dict]]) -> None:
-    meta_eps = []
-    for i, (table, stats) in enumerate(episodes):
-        path = root / DATA_PATH.format(episode_chunk=i // CHUNK_SIZE, episode_index=i)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-        meta_eps.append(({"episode_index": i, "tasks": tasks, "length": len(table)}, _serialize(stats)))
-    total = sum(len(t) for t, _ in episodes)
-    info = {**info, "total_episodes": len(episodes), "total_frames": total, "total_tasks": len(tasks),
-            "total_chunks": 1, "splits": {"train": f"0:{len(episodes)}"}}
-    _write_meta(root, info, tasks, meta_eps)
-
-
 def _write_meta(root: Path, info: dict, tasks: list[str], episodes: list[tuple[dict, dict]]) -> None:
+    """meta/: info.json with its totals counted from `episodes` ((episodes.jsonl line, stats) in order)."""
+    n = len(episodes)
+    counted = {"codebase_version": info["codebase_version"], "robot_type": info.get("robot_type"),
+               "total_episodes": n, "total_frames": sum(e["length"] for e, _ in episodes), "total_tasks": len(tasks),
+               "total_videos": 0, "total_chunks": (n - 1) // CHUNK_SIZE + 1 if n else 0, "splits": {"train": f"0:{n}"}}
+    info = {**counted, **{k: v for k, v in info.items() if k not in counted}}  # LeRobot's key order
     meta = root / "meta"
     meta.mkdir(parents=True, exist_ok=True)
     (meta / "info.json").write_text(json.dumps(info, indent=4, ensure_ascii=False))
@@ -255,10 +241,7 @@ def _write_meta(root: Path, info: dict, tasks: list[str], episodes: list[tuple[d
 
 
 def _write_jsonl(path: Path, items: list[dict]) -> None:
-    buf = io.StringIO()
-    for item in items:
-        buf.write(json.dumps(item, ensure_ascii=False) + "\n")
-    path.write_text(buf.getvalue())
+    path.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items))
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -167,19 +167,21 @@ def test_no_keyboard_and_no_automatic_episodes_is_refused(config):
     assert "--episodes N --episode-time SECONDS" in r.stdout
 
 
-def _unplug_during_second_episode(config, device: str):
-    """Record episode 0, unplug a device while episode 1 records; the session must recover."""
+def unplug_during_second_episode(config, unplug, device: str = ".*", warning: str = "", check=check_episode):
+    """Record episode 0, unplug a device while episode 1 records (`unplug(sim_line)`, where
+    sim_line is what slarm-capture printed about the simulated hardware); the session must
+    recover. `device` is how the messages name the device, `warning` how the warning starts."""
     p = spawn_capture("--config", str(config), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
     p.expect(r"simulated hardware in .*\)")
-    pids = device_pids(p.after)
+    sim_line = p.after
     p.expect(r"saved episode 0: (\d+) frames")
     frames0 = int(p.match.group(1))
     p.expect("Recording episode 1")
     time.sleep(0.5)
-    os.kill(pids[device], signal.SIGKILL)
-    p.expect("warning: ")
-    p.expect(r"discarded episode 1 \(.* failed\)")
-    p.expect("is back; recording can go on")
+    unplug(sim_line)
+    p.expect(f"warning: {warning}")
+    p.expect(rf"discarded episode 1 \({device} failed\)")
+    p.expect(f"{device} is back; recording can go on")
     p.expect(r"saved episode 1: \d+ frames")
     p.expect("done: 2 episodes saved, 1 discarded")
     p.expect(pexpect_eof())
@@ -188,17 +190,22 @@ def _unplug_during_second_episode(config, device: str):
     files = sorted(episodes_dir(config).iterdir())
     assert [f.name for f in files] == ["episode_000000.h5", "episode_000001.h5"]
     for f in files:
-        check_episode(f)
+        check(f)
     with open_episode(files[0]) as ep:
         assert ep.frame_count == frames0, "the earlier episode is intact"
+    return sim_line
+
+
+def kill(device: str):
+    return lambda sim_line: os.kill(device_pids(sim_line)[device], signal.SIGKILL)
 
 
 def test_camera_unplugged_mid_episode(config):
-    _unplug_during_second_episode(config, "camera-wrist")
+    unplug_during_second_episode(config, kill("camera-wrist"))
 
 
 def test_arm_unplugged_mid_episode(config):
-    _unplug_during_second_episode(config, "arm")
+    unplug_during_second_episode(config, kill("arm"))
 
 
 def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
