@@ -27,8 +27,8 @@ def inspect(*args) -> subprocess.CompletedProcess:
                           timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
 
 
-def write_episode(path: Path, ticks: list[int], state_at, fps: int = 30) -> None:
-    """An episode with the given tick numbers (gaps = missed ticks) and state."""
+def write_episode(path: Path, ticks: list[int], state_at, fps: int = 30, seq_at=lambda k: k) -> None:
+    """An episode with the given tick numbers (gaps = missed ticks), state and camera frame numbers."""
     jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
     w = EpisodeWriter(path, attrs={"fps": fps, "task": "test defects", "robot_type": "so101", "robot_id": "t",
                                    "state_source": "test", "episode_uuid": str(uuid.uuid4()), "start_time": "",
@@ -36,14 +36,14 @@ def write_episode(path: Path, ticks: list[int], state_at, fps: int = 30) -> None
                       state_names=NAMES, state_attrs={"units": "rad"},
                       cameras=[CameraInfo("wrist", 64, 48, fps, "jpeg", "test", "0")])
     for k in ticks:
-        w.put(Tick(k, k / fps, state_at(k), {"wrist": Frame(jpeg, k, k / fps)}))
+        w.put(Tick(k, k / fps, state_at(k), {"wrist": Frame(jpeg, seq_at(k), k / fps)}))
     w.save()
 
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> Path:
-    """Two simulated episodes, then one with missed ticks, one with a frozen state, a truncated
-    file and an unfinished one."""
+    """Two simulated episodes, then one with missed ticks, one with a frozen state and repeated
+    camera frames, a truncated file and an unfinished one."""
     folder = tmp_path_factory.mktemp("inspect")
     cfg = write_config(folder)
     r = capture("--config", str(cfg), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
@@ -52,7 +52,8 @@ def recordings(tmp_path_factory) -> Path:
     moving = lambda k: np.sin(np.arange(6) + k / 10).astype(np.float32)  # noqa: E731
     write_episode(raw / "episode_000002.h5", [k for k in range(90) if not 30 <= k < 60], moving)
     write_episode(raw / "episode_000003.h5", list(range(90)),
-                  lambda k: moving(20 if 20 <= k <= 70 else k))  # still from tick 20 to 70: 1.67 s
+                  lambda k: moving(20 if 20 <= k <= 70 else k),  # still from tick 20 to 70: 1.67 s
+                  seq_at=lambda k: k // 2)  # a 15 fps camera at 30 Hz: every other tick repeats a frame
     (raw / "episode_000004.h5").write_bytes((raw / "episode_000000.h5").read_bytes()[:50_000])
     (raw / "episode_000005.h5.partial").write_bytes(b"")
     return raw
@@ -70,17 +71,22 @@ def test_table_and_json_match_the_files_and_flag_defects(recordings):
             assert eps[i]["frames"] == ep.frame_count
             assert eps[i]["duration_s"] == pytest.approx(ep.timestamp[-1] - ep.timestamp[0], abs=1e-3)
             assert eps[i]["uuid"] == ep.uuid
+            # the simulated camera runs at the tick rate; now and then a tick still gets the previous frame
+            repeats = int(np.count_nonzero(np.diff(ep.cameras["wrist"].frame_seq) == 0))
         assert eps[i]["fps"] == 30 and eps[i]["achieved_fps"] == pytest.approx(30, abs=1)
         assert eps[i]["cameras"][0]["width"] == 1920 and eps[i]["cameras"][0]["encoding"] == "jpeg"
-        assert eps[i]["flags"] == [], eps[i]["flags"]
+        assert eps[i]["cameras"][0]["repeated_frames"] == repeats
+        assert eps[i]["flags"] == ([f"wrist: {repeats} repeated frames"] if repeats else []), eps[i]["flags"]
     assert eps[2]["missed_ticks"] == 30 and eps[2]["frames"] == 60
     assert any(f.startswith("low fps") for f in eps[2]["flags"])
     assert eps[3]["longest_frozen_s"] == pytest.approx(50 / 30, abs=0.01)
     assert any(f.startswith("state frozen 1.7s") for f in eps[3]["flags"])
+    assert "wrist: 45 repeated frames" in eps[3]["flags"]
     assert [Path(u["file"]).name for u in report["unreadable"]] == ["episode_000004.h5"]
     assert "truncated file" in report["unreadable"][0]["reason"]
     assert [Path(f).name for f in report["unfinished"]] == ["episode_000005.h5.partial"]
-    assert report["totals"]["episodes"] == 4 and report["totals"]["flagged"] == 2
+    assert report["totals"]["episodes"] == 4
+    assert report["totals"]["flagged"] == sum(1 for e in eps.values() if e["flags"]) >= 2
     assert report["totals"]["frames"] == sum(e["frames"] for e in eps.values())
 
     r = inspect(recordings)
@@ -88,9 +94,11 @@ def test_table_and_json_match_the_files_and_flag_defects(recordings):
     lines = r.stdout.splitlines()
     assert lines[0].split()[:5] == ["#", "uuid", "task", "duration", "frames"]
     row0 = next(line for line in lines if line.startswith("0 "))
-    assert f"{eps[0]['frames']}" in row0.split() and "wrist 1920x1080 jpeg" in row0 and row0.endswith("ok")
+    assert f"{eps[0]['frames']}" in row0.split() and "wrist 1920x1080 jpeg" in row0
+    assert row0.endswith("; ".join(eps[0]["flags"]) or "ok")
     assert "unreadable: " in r.stdout and "unfinished: " in r.stdout
-    assert lines[-1].startswith("total: 4 episodes") and "2 flagged, 1 unfinished, 1 unreadable" in lines[-1]
+    flagged = report["totals"]["flagged"]
+    assert lines[-1].startswith("total: 4 episodes") and f"{flagged} flagged, 1 unfinished, 1 unreadable" in lines[-1]
     assert tree_digest(recordings) == before, "slarm-inspect never modifies the raw folder"
 
 
