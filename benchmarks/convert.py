@@ -8,7 +8,8 @@
 Raw episodes are made directly in the raw format (1920x1080 JPEG frames of realistic
 content, about 250-300 KB each, from the simulated camera) so the benchmark does not
 wait for real-time capture. Then, on the same episodes:
-- slarm-convert RAW DATASET (reduced-scale decode, streaming encode, --workers = cores);
+- slarm-convert RAW DATASET (workers decode at reduced DCT scale, resize and encode while the
+  main process imports LeRobot, whose writer then adds the episodes; --workers = cores);
 - the straightforward approach of the recording spec: full-size decode, resize, add_frame,
   save_episode, one process (LeRobot writes PNG images, then encodes the video).
 Prints frames/s of both and their ratio. Asserts nothing.
@@ -94,6 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
         make_raw(raw, a.episodes, a.frames)
+        os.sync()  # neither run should pay for writing back the files just made
         n = a.episodes * a.frames
         mb = sum(p.stat().st_size for p in raw.glob("*.h5")) / 1e6
 

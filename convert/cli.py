@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -15,9 +15,12 @@ from capture import config as C
 
 from . import target as T
 from . import v21, v30
+from .encoding import CODECS, check_codec
 from .frames import RESIZE_MODES
+from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
 from .sources import Source, find
+from .workers import Skipped, in_workers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -44,8 +47,8 @@ def parse_size(ctx, param, value):
               help="action = the state of the same frame, or of the next frame (last frame: its own).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="v3.0", show_default=True,
               help="LeRobot dataset format: v3.0 (LeRobot 0.4+, videos) or v2.1 (OpenPI; JPEG images in parquet).")
-@click.option("--codec", default=None,
-              help="v3.0 video codec: libsvtav1 (default), h264, hevc, h264_nvenc (default with --device cuda), ...")
+@click.option("--codec", type=click.Choice(CODECS), default=None,
+              help="v3.0 video codec, with LeRobot's settings for it. Default: libsvtav1 (h264_nvenc with --device cuda).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=80, show_default=True,
               help="v2.1: JPEG quality of the embedded images.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -87,15 +90,15 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         workers = workers or 1
     codec = codec or ("h264_nvenc" if device == "cuda" else "libsvtav1")
     settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
-    writer = v21 if fmt == "v2.1" else v30
+    layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
 
     for d in raw_dirs:
         if not d.is_dir():
             _fail(f"{d}: no such folder of raw episodes (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})", EXIT_USAGE)
     if fmt == "v3.0":
         try:
-            v30.encoder(codec)
-        except (ValueError, ImportError) as e:
+            check_codec(codec)
+        except ValueError as e:
             hint = "the NVIDIA driver has no video encoder here? Try --codec h264." if "nvenc" in codec else \
                 "Use libsvtav1 (default) or h264."
             _fail(f"--codec {codec}: {e}. {hint}", EXIT_USAGE)
@@ -113,7 +116,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
 
     try:
         target = T.open_target(dataset_dir)
-        T.check_compatible(target, first.fps, writer.features(first, settings), settings.describe())
+        T.check_compatible(target, first.fps, layout.features(first, settings), settings.describe())
     except T.TargetError as e:
         _fail(str(e), EXIT_USAGE)
 
@@ -133,17 +136,31 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     workers = min(workers or os.cpu_count() or 1, len(new))
     work = T.work_dir(dataset_dir)
     try:
-        results = _convert(writer, new, work, settings, workers)
-        roots = ([dataset_dir] if target.exists else []) + [work / f"episode-{i}" for i in range(len(new))]
         merged = work / "dataset"
-        os.environ["TQDM_DISABLE"] = "1"  # LeRobot's own bars would interleave with our summary
-        writer.merge(roots, merged)
-        episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for s in new]
+        if fmt == "v3.0":
+            added = work / ("new" if target.exists else "dataset")
+            results = _write_v30(new, added, work / "encoded", settings, workers)
+            roots = [dataset_dir, added] if target.exists else []
+        else:
+            results = _write_per_episode(new, work, settings, workers)
+            roots = ([dataset_dir] if target.exists else []) + [
+                work / f"episode-{i}" for i, r in enumerate(results) if not isinstance(r, Skipped)]
+        damaged = [r for r in results if isinstance(r, Skipped)]
+        for r in damaged:
+            click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)")
+        results = [r for r in results if not isinstance(r, Skipped)]
+        if not results:
+            raise RuntimeError("no episode could be converted")
+        if roots:
+            os.environ["TQDM_DISABLE"] = "1"  # LeRobot's own bars would interleave with our summary
+            layout.merge(roots, merged)
+        converted = [s for s in new if s.uuid in {r["uuid"] for r in results}]
+        episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for s in converted]
         T.write_meta(merged, settings.describe(), episodes)
         frames = sum(r["frames"] for r in results)
         total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
         cams = [f"observation.images.{c}" for c, _, _ in first.cameras]
-        writer.verify(merged, len(episodes), total_frames, cams)
+        layout.verify(merged, len(episodes), total_frames, cams)
         T.replace(dataset_dir, merged)
     except Exception as e:
         shutil.rmtree(work, ignore_errors=True)
@@ -153,7 +170,8 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     elapsed = time.monotonic() - started
     repeated = sum(r["repeated"] for r in results)
     click.echo(
-        f"done: {len(new)} episodes added, {skipped} already there; {frames} frames "
+        f"done: {len(converted)} episodes added, {skipped} already there"
+        + (f", {len(damaged)} damaged skipped" if damaged else "") + f"; {frames} frames "
         f"({repeated} repeated for missed ticks); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
         f"{dataset_dir} now holds {len(episodes)} episodes"
     )
@@ -161,40 +179,32 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         _push(dataset_dir, repo_id, private_flag, fmt)
 
 
-def _convert(writer, new: list[Source], work: Path, settings: Settings, workers: int) -> list[dict]:
-    """Each new episode into its own small dataset under `work`, `workers` at a time, with a progress bar."""
-    from tqdm import tqdm
-
-    total = sum(s.frames for s in new)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=total, unit="frame", desc=f"converting {len(new)} episodes", disable=None)
-    results: list[dict | None] = [None] * len(new)
-    try:
-        if workers == 1:
-            for i, s in enumerate(new):
-                results[i] = writer.write_episode(s, work / f"episode-{i}", settings, threads)
-                bar.update(s.frames)
-        else:
-            import multiprocessing
-
-            from lerobot.datasets import lerobot_dataset  # noqa: F401  imported once, here: forked workers
-            from . import video  # noqa: F401  inherit it instead of paying ~5 s of imports each
-
-            # CUDA cannot be used in a process forked from one that has touched it
-            fork = sys.platform == "linux" and settings.device == "cpu"
-            context = multiprocessing.get_context("fork" if fork else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = {pool.submit(writer.write_episode, s, work / f"episode-{i}", settings, threads): i
-                           for i, s in enumerate(new)}
-                from concurrent.futures import as_completed
-
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    results[i] = fut.result()
-                    bar.update(new[i].frames)
-    finally:
-        bar.close()
+def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int) -> list[dict]:
+    """Workers prepare the episodes (prepare.py) while this process imports LeRobot; then LeRobot's
+    writer adds each prepared episode to the dataset at `out`, in order."""
+    results = []
+    with in_workers(prepare_episode, new, encoded, settings, workers) as episodes:
+        gc.disable()  # while importing LeRobot (~1 M objects, none of them garbage): ~1 s less CPU
+        _quiet_lerobot()
+        writer = v30.Writer(out, new[0], settings)
+        gc.freeze()  # and not scanned by later collections, nor torn down at exit (~1.5 s)
+        gc.enable()
+        for source, episode in zip(new, episodes):
+            if isinstance(episode, Skipped):
+                results.append(episode)
+                continue
+            writer.add(episode)
+            results.append({"uuid": source.uuid, "frames": episode.frames, "repeated": episode.repeated})
+        writer.finish()
     return results
+
+
+def _write_per_episode(new: list[Source], work: Path, settings: Settings, workers: int) -> list[dict]:
+    """Each new episode into its own small v2.1 dataset at work/episode-N."""
+    from lerobot.datasets import compute_stats  # noqa: F401  imported once, here: forked workers inherit it
+
+    with in_workers(v21.write_episode, new, work, settings, workers) as done:
+        return [r if isinstance(r, Skipped) else {"uuid": s.uuid, **r} for s, r in zip(new, done)]
 
 
 def _check_cuda() -> None:
@@ -222,8 +232,15 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Keep the terminal for our progress bar and summary: no encoder banners, no inner progress bars."""
+    """Keep the terminal for our progress bar and summary: no encoder banners or muxer notes."""
+    import av.logging
+
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
+    av.logging.set_libav_level(av.logging.ERROR)
+
+
+def _quiet_lerobot() -> None:
+    """No inner progress bars from the datasets library LeRobot writes with."""
     import datasets
 
     datasets.disable_progress_bars()

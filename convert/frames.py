@@ -28,11 +28,15 @@ def dct_scale(src_w: int, src_h: int, dst_w: int, dst_h: int, mode: str) -> int:
     return 1
 
 
+class UnreadableFrame(ValueError):
+    """A stored camera frame that cannot be decoded (a damaged raw file)."""
+
+
 def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray:
     """JPEG bytes -> RGB array, decoded at 1/scale of its size."""
     img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[scale])
     if img is None:
-        raise ValueError("not a decodable JPEG frame")
+        raise UnreadableFrame("not a decodable JPEG frame")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -89,7 +93,11 @@ def training_images(ep, cameras, rows, settings):
     for row in rows:
         for cam, scale in scales.items():
             if cam not in last or last[cam][0] != row:
-                image = to_image(ep.frame(cam, int(row)), settings.width, settings.height, settings.resize_mode, scale)
+                try:
+                    image = to_image(ep.frame(cam, int(row)), settings.width, settings.height, settings.resize_mode,
+                                     scale)
+                except UnreadableFrame as e:
+                    raise UnreadableFrame(f"camera {cam}, frame {row}: {e}") from None
                 last[cam] = (row, image)
         yield {cam: image for cam, (_, image) in last.items()}
 
@@ -114,7 +122,10 @@ def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> li
     frames = [ep.frame(camera, r) for r in rows]
     if isinstance(frames[0], bytes):
         data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in frames]
-        decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        try:
+            decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as e:
+            raise UnreadableFrame(f"camera {camera}, frames {rows[0]}-{rows[-1]}: not decodable JPEG ({e})") from None
         x = torch.stack(decoded)
     else:
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,9 +29,10 @@ import pyarrow.parquet as pq
 from capture.episode_file import open_episode
 
 from .frames import training_images
+from .prepare import Stopped
 from .settings import Settings
 from .sources import Source
-from .stats import ImageStats
+from .stats import ImageSamples, image_stats, normalized
 from .timeline import actions, grid_rows
 
 CODEBASE_VERSION = "v2.1"
@@ -59,8 +61,10 @@ def features(src: Source, s: Settings) -> dict:
     return {**feats, **DEFAULT_FEATURES}
 
 
-def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | None = None) -> dict:
-    """Convert one raw episode into a one-episode v2.1 dataset at `root`. Runs in a worker process."""
+def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | None = None,
+                  stopped: Callable[[], bool] = lambda: False) -> dict:
+    """Convert one raw episode into a one-episode v2.1 dataset at `root`. Runs in a worker process,
+    which checks `stopped` between frames."""
     with open_episode(src.path) as ep:
         rows, repeated = grid_rows(ep.tick_index)
         n = len(rows)
@@ -68,20 +72,24 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
         columns: dict[str, list | np.ndarray] = {"observation.state": state, "action": actions(state, s.action)}
         cams = [name for name, _, _ in src.cameras]
         jpegs: dict[str, list] = {cam: [] for cam in cams}
-        stats = {cam: ImageStats(n) for cam in cams}
+        samples = {cam: ImageSamples(n) for cam in cams}
         last: dict[str, tuple[np.ndarray, bytes]] = {}
         for images in training_images(ep, src.cameras, rows, s):
+            if stopped():
+                raise Stopped()
             for cam, image in images.items():
                 if cam not in last or last[cam][0] is not image:  # a repeated tick reuses its JPEG
                     last[cam] = (image, _jpeg(image, s.jpeg_quality))
                 jpegs[cam].append({"bytes": last[cam][1], "path": None})
-                stats[cam].add(image)
+                samples[cam].add(image)
         for cam in cams:
             columns[f"observation.images.{cam}"] = jpegs[cam]
         columns.update(_index_columns(n, ep.fps))
         feats = features(src, s)
         table = _table(columns, feats)
-        ep_stats = {**_column_stats(table, feats), **{f"observation.images.{c}": stats[c].normalized() for c in cams}}
+        ep_stats = _column_stats(table, feats)
+        for cam in cams:
+            ep_stats[f"observation.images.{cam}"] = normalized(image_stats(samples[cam].array()))
         path = root / DATA_PATH.format(episode_chunk=0, episode_index=0)
         path.parent.mkdir(parents=True)
         pq.write_table(table, path)

@@ -1,23 +1,20 @@
 """Write LeRobot v3.0 datasets through LeRobot's own API.
 
-One raw episode becomes one small dataset (LeRobotDataset.create, add_frame, save_episode,
-finalize), in a worker process; LeRobot's aggregate_datasets then merges the existing
-dataset and the new episodes, in order, into a fresh folder.
+Workers prepare the episodes (prepare.py: decode, resize, encode); one LeRobot writer in the
+main process adds them, in order, to a new dataset. When appending, LeRobot's aggregate_datasets
+then merges the existing dataset and the new one into a fresh folder.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from capture.episode_file import open_episode
-
-from .frames import training_images
+from .prepare import Prepared
 from .settings import Settings
 from .sources import Source
-from .timeline import actions, grid_rows
+from .stats import image_stats
 
 REPO_ID = "local/slarm"  # LeRobot needs a repo id even for local folders
 
@@ -36,54 +33,47 @@ def features(src: Source, s: Settings) -> dict:
     return feats
 
 
-def encoder(codec: str):
-    """LeRobot's encoder settings for a codec. Raises ValueError if the codec cannot encode here:
-    FFmpeg may list a hardware encoder (h264_nvenc) that fails to open without its GPU, so open it once."""
-    from fractions import Fraction
+class Writer:
+    """LeRobot's dataset writer (LeRobotDataset.create, save_episode, finalize), given episodes
+    whose videos are already encoded (prepare.py). LeRobot writes the parquet files, places each
+    video in its video files, and writes the metadata and stats, as it does when recording."""
 
-    import av
-    from lerobot.configs.video import RGBEncoderConfig
+    def __init__(self, root: Path, src: Source, s: Settings):
+        from lerobot.configs.video import RGBEncoderConfig
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+        from lerobot.datasets.video_utils import StreamingVideoEncoder
 
-    cfg = RGBEncoderConfig(vcodec=codec)
-    try:
-        ctx = av.CodecContext.create(cfg.vcodec, "w")
-        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 64, 64, cfg.pix_fmt, Fraction(1, 30)
-        ctx.open()
-    except Exception as e:
-        raise ValueError(f"the encoder cannot be opened on this machine ({e})") from None
-    return cfg
+        class Encoded(StreamingVideoEncoder):
+            """The streaming-encoder hook of LeRobot's writer, handing over videos encoded by a worker."""
 
+            videos: dict = {}
 
-def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | None = None) -> dict:
-    """Convert one raw episode into a one-episode LeRobot dataset at `root`. Runs in a worker process."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+            def finish_episode(self):
+                return self.videos
 
-    from .video import EpisodeEncoder
+        self.encoded = Encoded(src.fps, RGBEncoderConfig(vcodec=s.codec))
 
-    with open_episode(src.path) as ep:
-        rows, repeated = grid_rows(ep.tick_index)
-        state = ep.state[rows].astype(np.float32)
-        action = actions(state, s.action)
-        task = s.task or ep.task
-        video = EpisodeEncoder(ep.fps, encoder(s.codec), len(rows), encoder_threads)
+        class Dataset(LeRobotDataset):
+            _build_streaming_encoder = staticmethod(lambda *args: self.encoded)
 
-        class Dataset(LeRobotDataset):  # LeRobot's writer, streaming into our encoder (see video.py)
-            _build_streaming_encoder = staticmethod(lambda *args: video)
-
-        ds = Dataset.create(
-            repo_id=REPO_ID, fps=ep.fps, features=features(src, s), root=root,
-            robot_type=ep.attrs.get("robot_type"), use_videos=True, rgb_encoder=video._rgb_encoder,
-            streaming_encoding=True, encoder_threads=encoder_threads, video_backend="pyav",
+        self.dataset = Dataset.create(
+            repo_id=REPO_ID, fps=src.fps, features=features(src, s), root=root, robot_type=src.robot_type or None,
+            use_videos=True, rgb_encoder=self.encoded._rgb_encoder, streaming_encoding=True, video_backend="pyav",
         )
-        for j, images in enumerate(training_images(ep, src.cameras, rows, s)):
-            frame = {"observation.state": state[j], "action": action[j], "task": task}
-            for cam, image in images.items():
-                frame[f"observation.images.{cam}"] = image
-            ds.add_frame(frame)
-        ds.save_episode()
-        ds.finalize()
-    return {"frames": len(rows), "repeated": repeated}
+
+    def add(self, ep: Prepared) -> None:
+        """One episode, after the ones added before."""
+        n = ep.frames
+        self.encoded.videos = {f"observation.images.{cam}": (path, image_stats(ep.samples[cam]))
+                               for cam, path in ep.videos.items()}
+        buffer = {"size": n, "task": [ep.task] * n, "observation.state": ep.state, "action": ep.action,
+                  "timestamp": np.arange(n) / ep.fps, "frame_index": np.arange(n),
+                  "episode_index": self.dataset.meta.total_episodes, "index": None, "task_index": None}
+        buffer |= {f"observation.images.{cam}": [None] * n for cam in ep.videos}
+        self.dataset.save_episode(episode_data=buffer)
+
+    def finish(self) -> None:
+        self.dataset.finalize()
 
 
 def merge(roots: list[Path], out: Path) -> None:

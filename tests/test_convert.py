@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,9 @@ from click.testing import CliRunner
 from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value
 from conftest import ROOT, capture, episodes_dir, write_config
+from convert.encoding import CODECS, codec_options
 from convert.frames import decode_jpeg, fit
+from convert.stats import sample_indices
 
 
 def convert(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -34,6 +37,18 @@ def load(root: Path):
 
 def column(ds, key: str) -> np.ndarray:
     return np.stack([np.asarray(v) for v in ds.hf_dataset[key]])
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
 
 
 def tree_digest(root: Path) -> str:
@@ -157,7 +172,12 @@ def test_one_and_two_workers_give_the_same_data(raw, tmp_path):
         assert diff < 0.01
 
 
-def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded, raw, tmp_path):
+@pytest.mark.parametrize("stage, marker", [  # a file that appears in the work folder at that stage of the run
+    ("encoding", "encoded/episode-0/wrist/video.mp4"),  # workers encoding, LeRobot being imported
+    ("writing", "new/meta/info.json"),  # LeRobot's writer adding the new episodes
+    ("verifying", "dataset/meta/slarm.json"),  # merged with the old dataset, being reread
+], ids=["encoding", "writing", "verifying"])
+def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded, raw, tmp_path, stage, marker):
     out = tmp_path / "ds"
     first = tmp_path / "first" / "so101_pickplace_v1"
     first.mkdir(parents=True)
@@ -167,9 +187,17 @@ def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded,
 
     proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", "1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    time.sleep(4.0)
+    while not list(tmp_path.glob(f".slarm-work-ds-*/{marker}")):
+        assert proc.poll() is None, f"the run ended before reaching {stage}"
+        time.sleep(0.002)
+    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "no orphaned worker stays"
+    assert workers or stage == "verifying", "workers were running when the run was killed"
     assert tree_digest(out) == before, "the dataset is exactly as before the killed run"
     assert load(out).num_episodes == 1
 
@@ -190,6 +218,29 @@ def test_truncated_and_unfinished_files_are_reported_not_fatal(raw, tmp_path):
     assert "episode_000007.h5: " in r.stdout and "skipped" in r.stdout
     assert "episode_000008.h5.partial: unfinished episode" in r.stdout
     assert "done: 2 episodes added" in r.stdout
+
+
+def damage_frame(path: Path, index: int) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f["cameras/wrist/frames"][index] = np.frombuffer(b"not a jpeg" * 10, np.uint8)
+
+
+def test_an_episode_with_a_damaged_frame_is_skipped_and_named(raw, tmp_path):
+    files = sorted(raw.glob("*.h5"))
+    damage_frame(files[0], 20)
+    r = convert(raw, tmp_path / "ds", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: {files[0]}: camera wrist, frame 20: not a decodable JPEG frame; skipped" in r.stdout
+    assert "done: 1 episodes added, 0 already there, 1 damaged skipped; 45 frames" in r.stdout
+    assert load(tmp_path / "ds").num_episodes == 1
+
+    before = tree_digest(tmp_path / "ds")  # again: the one new episode is the damaged one
+    r = convert(raw, tmp_path / "ds", timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{files[0]}: camera wrist, frame 20" in r.stdout and "no episode could be converted" in r.stdout
+    assert tree_digest(tmp_path / "ds") == before
 
 
 def test_bad_arguments_get_one_clear_message(raw, tmp_path):
@@ -258,3 +309,34 @@ def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monk
     assert "push to the Hub failed (no network)" in result.output
     assert "run the same command again to retry" in result.output
     assert load(out).num_episodes == 2
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_workers_encode_with_lerobots_settings(codec):
+    """Workers encode without importing LeRobot: their FFmpeg options must be the ones LeRobot's
+    encoder config gives (and records in info.json), and their stats sample LeRobot's frames."""
+    from lerobot.configs.video import RGBEncoderConfig
+    from lerobot.datasets.compute_stats import sample_indices as lerobot_sample_indices
+
+    for threads in (None, 1, 3):
+        assert codec_options(codec, threads) == RGBEncoderConfig(vcodec=codec).get_codec_options(threads, as_strings=True)
+    assert all(sample_indices(n) == lerobot_sample_indices(n) for n in range(1, 3000))
+
+
+def test_encoding_leaves_no_real_time_threads(tmp_path):
+    """SVT-AV1 run as root (as in most containers) puts its threads and the caller at real-time
+    priority, starving the rest of the machine; the encoder must hand them back."""
+    code = f"""
+import os, numpy as np
+from pathlib import Path
+from convert.encoding import VideoWriter
+w = VideoWriter(Path({str(tmp_path / "v.mp4")!r}), 30, "libsvtav1", 1)
+for i in range(20):
+    w.add(np.full((64, 64, 3), i * 10, np.uint8))
+    policies = {{int(t): os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task")}}
+    assert all(p == os.SCHED_OTHER for p in policies.values()), (i, policies)
+w.close()
+print("ok", len(policies), "threads")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "SVT_LOG": "1"})
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr

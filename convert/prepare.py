@@ -1,0 +1,66 @@
+"""One raw episode made ready for LeRobot's writer: its frames placed on the time grid, state
+and action, and for each camera the episode's video and the frames its image stats come from.
+
+This is the heavy part of a conversion (JPEG decoding, resizing, video encoding); it runs in
+worker processes, one episode each, and imports nothing of LeRobot (see encoding.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from capture.episode_file import open_episode
+
+from .encoding import VideoWriter
+from .frames import training_images
+from .settings import Settings
+from .sources import Source
+from .stats import ImageSamples
+from .timeline import actions, grid_rows
+
+
+class Stopped(Exception):
+    """slarm-convert has given up on this run (a failure elsewhere, Ctrl-C): stop this episode."""
+
+
+@dataclass
+class Prepared:
+    frames: int
+    repeated: int  # grid slots filled by repeating a neighbouring tick
+    fps: int
+    task: str
+    state: np.ndarray  # (frames, D) float32
+    action: np.ndarray  # (frames, D) float32
+    videos: dict[str, Path]  # camera -> MP4 file, each in a folder of its own
+    samples: dict[str, np.ndarray]  # camera -> (N, 3, h, w) uint8 frames for the image stats
+
+
+def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int | None = None,
+                    stopped: Callable[[], bool] = lambda: False) -> Prepared:
+    """Decode, resize and encode one raw episode into `folder`. Runs in a worker process, which
+    checks `stopped` between frames."""
+    cams = [name for name, _, _ in src.cameras]
+    with open_episode(src.path) as ep:
+        rows, repeated = grid_rows(ep.tick_index)
+        state = ep.state[rows].astype(np.float32)
+        writers = {cam: VideoWriter(folder / cam / "video.mp4", ep.fps, s.codec, encoder_threads) for cam in cams}
+        samples = {cam: ImageSamples(len(rows)) for cam in cams}
+        try:
+            for images in training_images(ep, src.cameras, rows, s):
+                if stopped():
+                    raise Stopped()
+                for cam, image in images.items():
+                    writers[cam].add(image)
+                    samples[cam].add(image)
+            videos = {cam: w.close() for cam, w in writers.items()}
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        return Prepared(frames=len(rows), repeated=repeated, fps=ep.fps, task=s.task or ep.task, state=state,
+                        action=actions(state, s.action), videos=videos,
+                        samples={cam: samples[cam].array() for cam in cams})

@@ -1,0 +1,84 @@
+"""Worker processes, one raw episode each: started at once, results taken in episode order.
+
+Workers are forked on Linux (fast start, and what the main process has imported is shared),
+spawned with --device cuda (CUDA cannot be used in a forked process). They end with
+slarm-convert even when it is killed, stop at their next frame when it gives up, and skip (not
+fail on) an episode with a frame that cannot be decoded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .frames import UnreadableFrame
+from .settings import Settings
+from .sources import Source
+
+
+@dataclass
+class Skipped:
+    """The result of an episode with a frame that cannot be decoded."""
+
+    reason: str
+
+
+@contextmanager
+def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers: int):
+    """Start job(source, folder/episode-N, settings, encoder threads) for every episode in `new`,
+    `workers` at a time; gives an iterator over the results (or Skipped) in episode order, with a
+    progress bar."""
+    from tqdm import tqdm
+
+    fork = sys.platform == "linux" and settings.device == "cpu"
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    stopping = context.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(), stopping))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
+    bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=f"converting {len(new)} episodes", disable=None)
+
+    def in_order():
+        for source, future in zip(new, futures):
+            yield future.result()
+            bar.update(source.frames)
+
+    try:
+        yield in_order()
+    except BaseException:
+        stopping.set()  # running episodes stop at their next frame
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
+        bar.close()
+
+
+_stopping = None  # in a worker: the event slarm-convert sets when it gives up on the run
+
+
+def _start_worker(parent: int, stopping) -> None:
+    """In a new worker: end with slarm-convert, even when it is killed (Linux; an orphaned worker
+    would wait for work forever), and know when to stop early."""
+    global _stopping
+    _stopping = stopping
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _run(job, source: Source, *args):
+    """In a worker: one episode's job, which checks between frames whether to stop. An episode
+    with a frame that cannot be decoded is skipped, not fatal."""
+    try:
+        return job(source, *args, stopped=_stopping.is_set)
+    except UnreadableFrame as e:
+        return Skipped(f"{source.path}: {e}")
