@@ -152,7 +152,6 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         if not results:
             raise RuntimeError("no episode could be converted")
         if roots:
-            os.environ["TQDM_DISABLE"] = "1"  # LeRobot's own bars would interleave with our summary
             layout.merge(roots, merged)
         converted = [s for s in new if s.uuid in {r["uuid"] for r in results}]
         episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for s in converted]
@@ -236,6 +235,8 @@ def _quiet_libraries() -> None:
     import av.logging
 
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
+    # LeRobot's inner bars (aggregate) off; read when tqdm is imported; our bar sets disable= itself
+    os.environ.setdefault("TQDM_DISABLE", "1")
     av.logging.set_libav_level(av.logging.ERROR)
 
 

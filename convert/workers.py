@@ -45,14 +45,11 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
     threads = max(1, (os.cpu_count() or 1) // workers)
     futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
     bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=f"converting {len(new)} episodes", disable=None)
-
-    def in_order():
-        for source, future in zip(new, futures):
-            yield future.result()
-            bar.update(source.frames)
+    for source, future in zip(new, futures):
+        future.add_done_callback(lambda _, frames=source.frames: bar.update(frames))
 
     try:
-        yield in_order()
+        yield (future.result() for future in futures)
     except BaseException:
         stopping.set()  # running episodes stop at their next frame
         raise
