@@ -140,23 +140,23 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         if fmt == "v3.0":
             added = work / ("new" if target.exists else "dataset")
             results = _write_v30(new, added, work / "encoded", settings, workers)
-            roots = [dataset_dir, added] if target.exists else []
         else:
             results = _write_per_episode(new, work, settings, workers)
-            roots = ([dataset_dir] if target.exists else []) + [
-                work / f"episode-{i}" for i, r in enumerate(results) if not isinstance(r, Skipped)]
+        done = [(i, s, r) for i, (s, r) in enumerate(zip(new, results)) if not isinstance(r, Skipped)]
         damaged = [r for r in results if isinstance(r, Skipped)]
         for r in damaged:
             click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)")
-        results = [r for r in results if not isinstance(r, Skipped)]
-        if not results:
+        if not done:
             raise RuntimeError("no episode could be converted")
+        if fmt == "v3.0":
+            roots = [dataset_dir, added] if target.exists else []
+        else:
+            roots = ([dataset_dir] if target.exists else []) + [work / f"episode-{i}" for i, _, _ in done]
         if roots:
             layout.merge(roots, merged)
-        converted = [s for s in new if s.uuid in {r["uuid"] for r in results}]
-        episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for s in converted]
+        episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for _, s, _ in done]
         T.write_meta(merged, settings.describe(), episodes)
-        frames = sum(r["frames"] for r in results)
+        frames = sum(r["frames"] for _, _, r in done)
         total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
         cams = [f"observation.images.{c}" for c, _, _ in first.cameras]
         layout.verify(merged, len(episodes), total_frames, cams)
@@ -167,9 +167,9 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     shutil.rmtree(work, ignore_errors=True)
 
     elapsed = time.monotonic() - started
-    repeated = sum(r["repeated"] for r in results)
+    repeated = sum(r["repeated"] for _, _, r in done)
     click.echo(
-        f"done: {len(converted)} episodes added, {skipped} already there"
+        f"done: {len(done)} episodes added, {skipped} already there"
         + (f", {len(damaged)} damaged skipped" if damaged else "") + f"; {frames} frames "
         f"({repeated} repeated for missed ticks); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
         f"{dataset_dir} now holds {len(episodes)} episodes"
@@ -178,9 +178,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         _push(dataset_dir, repo_id, private_flag, fmt)
 
 
-def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int) -> list[dict]:
+def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int) -> list:
     """Workers prepare the episodes (prepare.py) while this process imports LeRobot; then LeRobot's
-    writer adds each prepared episode to the dataset at `out`, in order."""
+    writer adds each prepared episode to the dataset at `out`, in order. One result per episode:
+    {frames, repeated}, or Skipped."""
     results = []
     with in_workers(prepare_episode, new, encoded, settings, workers) as episodes:
         gc.disable()  # while importing LeRobot (~1 M objects, none of them garbage): ~1 s less CPU
@@ -188,22 +189,21 @@ def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, 
         writer = v30.Writer(out, new[0], settings)
         gc.freeze()  # and not scanned by later collections, nor torn down at exit (~1.5 s)
         gc.enable()
-        for source, episode in zip(new, episodes):
-            if isinstance(episode, Skipped):
-                results.append(episode)
-                continue
-            writer.add(episode)
-            results.append({"uuid": source.uuid, "frames": episode.frames, "repeated": episode.repeated})
+        for episode in episodes:
+            if not isinstance(episode, Skipped):
+                writer.add(episode)
+                episode = {"frames": episode.frames, "repeated": episode.repeated}
+            results.append(episode)
         writer.finish()
     return results
 
 
-def _write_per_episode(new: list[Source], work: Path, settings: Settings, workers: int) -> list[dict]:
-    """Each new episode into its own small v2.1 dataset at work/episode-N."""
+def _write_per_episode(new: list[Source], work: Path, settings: Settings, workers: int) -> list:
+    """Each new episode into its own small v2.1 dataset at work/episode-N; results as _write_v30's."""
     from lerobot.datasets import compute_stats  # noqa: F401  imported once, here: forked workers inherit it
 
-    with in_workers(v21.write_episode, new, work, settings, workers) as done:
-        return [r if isinstance(r, Skipped) else {"uuid": s.uuid, **r} for s, r in zip(new, done)]
+    with in_workers(v21.write_episode, new, work, settings, workers) as results:
+        return list(results)
 
 
 def _check_cuda() -> None:

@@ -31,7 +31,6 @@ class Stopped(Exception):
 class Prepared:
     frames: int
     repeated: int  # grid slots filled by repeating a neighbouring tick
-    fps: int
     task: str
     state: np.ndarray  # (frames, D) float32
     action: np.ndarray  # (frames, D) float32
@@ -61,6 +60,6 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
             for w in writers.values():
                 w.abort()
             raise
-        return Prepared(frames=len(rows), repeated=repeated, fps=ep.fps, task=s.task or ep.task, state=state,
+        return Prepared(frames=len(rows), repeated=repeated, task=s.task or ep.task, state=state,
                         action=actions(state, s.action), videos=videos,
                         samples={cam: samples[cam].array() for cam in cams})

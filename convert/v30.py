@@ -67,7 +67,7 @@ class Writer:
         self.encoded.videos = {f"observation.images.{cam}": (path, image_stats(ep.samples[cam]))
                                for cam, path in ep.videos.items()}
         buffer = {"size": n, "task": [ep.task] * n, "observation.state": ep.state, "action": ep.action,
-                  "timestamp": np.arange(n) / ep.fps, "frame_index": np.arange(n),
+                  "timestamp": np.arange(n) / self.dataset.fps, "frame_index": np.arange(n),
                   "episode_index": self.dataset.meta.total_episodes, "index": None, "task_index": None}
         buffer |= {f"observation.images.{cam}": [None] * n for cam in ep.videos}
         self.dataset.save_episode(episode_data=buffer)
