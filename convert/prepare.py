@@ -19,7 +19,7 @@ from .encoding import VideoWriter
 from .frames import training_images
 from .settings import Settings
 from .sources import Source
-from .stats import ImageSamples
+from .stats import ImageHistogram
 from .timeline import actions, grid_rows
 
 
@@ -35,7 +35,7 @@ class Prepared:
     state: np.ndarray  # (frames, D) float32
     action: np.ndarray  # (frames, D) float32
     videos: dict[str, Path]  # camera -> MP4 file, each in a folder of its own
-    samples: dict[str, np.ndarray]  # camera -> (N, 3, h, w) uint8 frames for the image stats
+    histograms: dict[str, ImageHistogram]  # camera -> pixel value counts for the image stats
 
 
 def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int | None = None,
@@ -47,14 +47,14 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
         rows, repeated = grid_rows(ep.tick_index)
         state = ep.state[rows].astype(np.float32)
         writers = {cam: VideoWriter(folder / cam / "video.mp4", ep.fps, s.codec, encoder_threads) for cam in cams}
-        samples = {cam: ImageSamples(len(rows)) for cam in cams}
+        histograms = {cam: ImageHistogram(len(rows)) for cam in cams}
         try:
             for images in training_images(ep, src.cameras, rows, s):
                 if stopped():
                     raise Stopped()
                 for cam, image in images.items():
                     writers[cam].add(image)
-                    samples[cam].add(image)
+                    histograms[cam].add(image)
             videos = {cam: w.close() for cam, w in writers.items()}
         except BaseException:
             for w in writers.values():
@@ -62,4 +62,4 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
             raise
         return Prepared(frames=len(rows), repeated=repeated, task=s.task or ep.task, state=state,
                         action=actions(state, s.action), videos=videos,
-                        samples={cam: samples[cam].array() for cam in cams})
+                        histograms=histograms)

@@ -32,7 +32,7 @@ from .frames import training_images
 from .prepare import Stopped
 from .settings import Settings
 from .sources import Source
-from .stats import ImageSamples, image_stats, normalized
+from .stats import ImageHistogram, image_stats, normalized
 from .timeline import actions, grid_rows
 
 CODEBASE_VERSION = "v2.1"
@@ -72,7 +72,7 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
         columns: dict[str, list | np.ndarray] = {"observation.state": state, "action": actions(state, s.action)}
         cams = [name for name, _, _ in src.cameras]
         jpegs: dict[str, list] = {cam: [] for cam in cams}
-        samples = {cam: ImageSamples(n) for cam in cams}
+        histograms = {cam: ImageHistogram(n) for cam in cams}
         last: dict[str, tuple[np.ndarray, bytes]] = {}
         for images in training_images(ep, src.cameras, rows, s):
             if stopped():
@@ -81,7 +81,7 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
                 if cam not in last or last[cam][0] is not image:  # a repeated tick reuses its JPEG
                     last[cam] = (image, _jpeg(image, s.jpeg_quality))
                 jpegs[cam].append({"bytes": last[cam][1], "path": None})
-                samples[cam].add(image)
+                histograms[cam].add(image)
         for cam in cams:
             columns[f"observation.images.{cam}"] = jpegs[cam]
         columns.update(_index_columns(n, ep.fps))
@@ -89,7 +89,7 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
         table = _table(columns, feats)
         ep_stats = _column_stats(table, feats)
         for cam in cams:
-            ep_stats[f"observation.images.{cam}"] = normalized(image_stats(samples[cam].array()))
+            ep_stats[f"observation.images.{cam}"] = normalized(image_stats(histograms[cam]))
         path = root / DATA_PATH.format(episode_chunk=0, episode_index=0)
         path.parent.mkdir(parents=True)
         pq.write_table(table, path)

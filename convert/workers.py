@@ -70,6 +70,22 @@ def _start_worker(parent: int, stopping) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
+    reuse_freed_memory()
+
+
+def reuse_freed_memory() -> None:
+    """glibc hands large freed buffers (a JPEG frame read from HDF5, a decoded image) back to the
+    kernel, and the next frame's buffer then costs fresh zeroed pages (with glibc's defaults a
+    conversion ran ~10 % longer here). Keep up to 256 MB of freed memory for reuse instead."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: buffers below 32 MB come from the heap
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MB freed at the heap's top
+        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD: grow the heap 16 MB at a time
+    except (OSError, AttributeError):  # not glibc (musl): nothing to tune
+        pass
 
 
 def _run(job, source: Source, *args):

@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from capture.episode_file import open_episode
-from capture.sim.camera_server import barcode_value
+from capture.sim.camera_server import barcode_value, encoded_frames
 from conftest import ROOT, capture, episodes_dir, write_config
 from convert.encoding import CODECS, codec_options
 from convert.frames import decode_jpeg, fit
-from convert.stats import sample_indices
+from convert.stats import ImageHistogram, image_stats, sample_indices
 
 
 def convert(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -321,6 +321,53 @@ def test_workers_encode_with_lerobots_settings(codec):
     for threads in (None, 1, 3):
         assert codec_options(codec, threads) == RGBEncoderConfig(vcodec=codec).get_codec_options(threads, as_strings=True)
     assert all(sample_indices(n) == lerobot_sample_indices(n) for n in range(1, 3000))
+
+
+@pytest.mark.parametrize("size", [(256, 256), (640, 360)])  # 640x360: LeRobot downsamples before its stats
+def test_image_stats_are_lerobots(size):
+    """Image stats from pixel counts (workers count, the writer computes): min, max, quantiles and
+    count as LeRobot's get_feature_stats gives them on the frames it samples; mean and std exact."""
+    from lerobot.datasets.compute_stats import auto_downsample_height_width, get_feature_stats
+
+    jpegs = encoded_frames(1920, 1080)
+    frames = [fit(decode_jpeg(jpegs[i % len(jpegs)], 2), *size) for i in range(150)]
+    histogram = ImageHistogram(len(frames))
+    for frame in frames:
+        histogram.add(frame)
+    ours = image_stats(histogram)
+
+    sampled = np.stack([auto_downsample_height_width(frames[i].transpose(2, 0, 1)) for i in sample_indices(150)])
+    lerobots = get_feature_stats(sampled, axis=(0, 2, 3), keepdims=True)
+    assert set(ours) == set(lerobots)
+    for key in ("min", "max", "q01", "q10", "q50", "q90", "q99", "count"):
+        np.testing.assert_array_equal(ours[key], lerobots[key], err_msg=key)
+        assert ours[key].shape == lerobots[key].shape
+    exact = sampled.astype(np.float64)
+    np.testing.assert_allclose(ours["mean"].ravel(), exact.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(ours["std"].ravel(), exact.std(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_episode_tables_skip_only_a_no_op_embedding(tmp_path):
+    """The writer skips LeRobot's embed_images for tables without image columns (ours: the videos
+    are files of their own), where it changes nothing; a table with images is still embedded."""
+    import datasets
+    from lerobot.datasets import dataset_writer
+    from lerobot.datasets.io_utils import embed_images
+    from PIL import Image
+
+    from convert.v30 import skip_embedding_without_images
+
+    skip_embedding_without_images()
+    embed = dataset_writer.embed_images
+    assert embed is not embed_images
+    numbers = datasets.Dataset.from_dict({"observation.state": [[0.5, 1.0]] * 3, "index": [0, 1, 2]})
+    assert embed(numbers).with_format("arrow")[:].equals(embed_images(numbers).with_format("arrow")[:])
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "frame.png")
+    images = datasets.Dataset.from_dict({"image": [str(tmp_path / "frame.png")]},
+                                        features=datasets.Features({"image": datasets.Image()}))
+    embedded = embed(images).with_format("arrow")[:]
+    assert embedded.column("image")[0]["bytes"].as_py() == (tmp_path / "frame.png").read_bytes()
 
 
 def test_encoding_leaves_no_real_time_threads(tmp_path):
