@@ -75,8 +75,9 @@ def _start_worker(parent: int, stopping) -> None:
 
 def reuse_freed_memory() -> None:
     """glibc hands large freed buffers (a JPEG frame read from HDF5, a decoded image) back to the
-    kernel, and the next frame's buffer then costs fresh zeroed pages (with glibc's defaults a
-    conversion ran ~10 % longer here). Keep up to 256 MB of freed memory for reuse instead."""
+    kernel, and the next frame's buffer then costs fresh zeroed pages (reading a 287 KB frame
+    from HDF5 took 0.55 ms instead of 0.10 ms here). Keep up to 256 MB of freed memory for reuse
+    instead."""
     if sys.platform != "linux":
         return
     try:
