@@ -109,7 +109,7 @@ def main() -> None:
 
         timings: dict[int, list[float]] = {int(w): [] for w in a.workers.split(",")}
         plain: list[float] = []
-        for run in range(a.repeat):
+        for _ in range(a.repeat):
             for workers, runs in timings.items():
                 out = Path(tmp) / f"slarm-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -133,13 +133,16 @@ def main() -> None:
     print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
           f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({codec}), {os.cpu_count()} cores, "
           f"--device {a.device}")
-    runs = lambda secs: ", ".join(f"{x:.1f}" for x in secs)  # noqa: E731
     for workers, secs in timings.items():
-        print(f"  slarm-convert      {n / min(secs):7.1f} frames/s  (best {min(secs):.1f} s of {runs(secs)} s; workers = {workers})")
+        print(f"  slarm-convert      {n / min(secs):7.1f} frames/s  (best {min(secs):.1f} s of {_listed(secs)} s; workers = {workers})")
     if not a.no_baseline:
-        print(f"  straightforward    {n / min(plain):7.1f} frames/s  (best {min(plain):.1f} s of {runs(plain)} s; "
+        print(f"  straightforward    {n / min(plain):7.1f} frames/s  (best {min(plain):.1f} s of {_listed(plain)} s; "
               "full decode + resize + add_frame, 1 process)")
         print(f"  ratio              {min(plain) / min(min(s) for s in timings.values()):7.2f}x  (best runs)")
+
+
+def _listed(seconds: list[float]) -> str:
+    return ", ".join(f"{x:.1f}" for x in seconds)
 
 
 if __name__ == "__main__":

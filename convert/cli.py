@@ -20,7 +20,7 @@ from .frames import RESIZE_MODES
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
 from .sources import Source, find
-from .workers import Skipped, in_workers, reuse_freed_memory
+from .workers import Skipped, in_workers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -74,7 +74,6 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     """
     started = time.monotonic()
     _quiet_libraries()
-    reuse_freed_memory()
     private_flag = private
     if config_path:
         try:
