@@ -19,6 +19,7 @@ An episode is written under `<name>.h5.partial` by a writer thread and renamed t
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import queue
 import threading
@@ -256,6 +257,8 @@ class RawEpisode:
     state_attrs: dict
     cameras: dict[str, RawCamera] = field(default_factory=dict)
     _file: h5py.File | None = None
+    _pages: np.ndarray | None = None  # the file, memory-mapped read-only, once a JPEG is read from it
+    _spans: dict[str, np.ndarray | None] = field(default_factory=dict)  # camera -> where its JPEGs are
 
     @property
     def fps(self) -> int:
@@ -273,16 +276,35 @@ class RawEpisode:
     def frame_count(self) -> int:
         return len(self.timestamp)
 
-    def frame(self, camera: str, i: int) -> bytes | np.ndarray:
-        """Frame i of a camera: JPEG bytes, or an RGB array."""
+    def frame(self, camera: str, i: int) -> np.ndarray:
+        """Frame i of a camera: the JPEG's bytes as a 1-D uint8 array, or an (H, W, 3) RGB array.
+        A JPEG is a read-only view of the file's pages where its place in the file is known (no copy)."""
         cam = self.cameras[camera]
-        data = cam.frames[i]
-        return data.tobytes() if cam.encoding == "jpeg" else data
+        if cam.encoding == "jpeg" and camera not in self._spans:
+            self._spans[camera] = self._locate_jpegs(cam)
+        spans = self._spans.get(camera)
+        if spans is None:
+            return cam.frames[i]
+        start, size = spans[i]
+        return self._pages[start : start + size]
+
+    def _locate_jpegs(self, cam: RawCamera) -> np.ndarray | None:
+        """Where the camera's JPEGs lie in the file (_jpeg_spans), mapping the file once. None, and
+        frames are read through h5py, when they cannot be found for any reason: this is only a
+        shortcut around h5py's copies."""
+        try:
+            if self._pages is None:
+                with open(self.path, "rb") as fh:
+                    self._pages = np.frombuffer(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+            return _jpeg_spans(self._file, cam.frames, self._pages)
+        except Exception:  # no mmap here, an unallocated chunk, ...: h5py reads it, or says what is wrong
+            return None
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._pages, self._spans = None, {}  # unmapped once no frame read from it is left
 
     def __enter__(self) -> RawEpisode:
         return self
@@ -336,6 +358,49 @@ def open_episode(path: Path) -> RawEpisode:
     except (KeyError, OSError, ValueError, TypeError) as e:
         f.close()
         raise RawFormatError(f"{path.name}: damaged or incomplete ({e})") from None
+
+
+_HEAP_ID = np.dtype([("size", "<u4"), ("collection", "<u8"), ("index", "<u4")])  # a vlen element on disk
+
+
+def _jpeg_spans(f: h5py.File, frames: h5py.Dataset, pages: np.ndarray) -> np.ndarray | None:
+    """(T, 2) offset and size in the file of each JPEG frame, so that it can be decoded straight
+    from the file's pages: h5py would copy it twice (kernel to HDF5, HDF5 to numpy). A vlen
+    element is stored as its size and a global heap ID (collection address, object index); the
+    object is found in its collection as the HDF5 file format spec lays it out ("GCOL", version 1;
+    objects: index u16, reference count u16, reserved u32, size u64, data padded to 8 bytes).
+    None, and frames are read through h5py, when anything is not exactly as expected: filters,
+    other address sizes, a truncated file."""
+    if frames.id.get_create_plist().get_nfilters() or f.id.get_create_plist().get_sizes() != (8, 8):
+        return None
+    n, per_chunk = len(frames), frames.chunks[0]
+    ids = np.concatenate([np.frombuffer(frames.id.read_direct_chunk((c,))[1], _HEAP_ID)
+                          for c in range(0, n, per_chunk)])[:n]
+    spans = np.empty((n, 2), np.int64)
+    for i, (size, collection, index) in enumerate(ids.tolist()):
+        start = _heap_object(pages, collection, index, size)
+        if start is None:
+            return None
+        spans[i] = start, size
+    return spans
+
+
+def _heap_object(pages: np.ndarray, collection: int, index: int, size: int) -> int | None:
+    """Where object `index` of `size` bytes starts in the global heap collection at `collection`."""
+    header = pages[collection : collection + 16].tobytes()
+    if len(header) < 16 or header[:5] != b"GCOL\x01":
+        return None
+    end = min(collection + int.from_bytes(header[8:16], "little"), len(pages))
+    at = collection + 16
+    while at + 16 <= end:
+        obj = pages[at : at + 16].tobytes()
+        obj_index, obj_size = int.from_bytes(obj[:2], "little"), int.from_bytes(obj[8:16], "little")
+        if obj_index == index:
+            return at + 16 if obj_size == size and at + 16 + size <= end else None
+        if obj_index == 0:  # the collection's free space: the rest is unused
+            return None
+        at += 16 + (obj_size + 7) // 8 * 8
+    return None
 
 
 def _attr(v):

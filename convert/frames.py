@@ -32,12 +32,16 @@ class UnreadableFrame(ValueError):
     """A stored camera frame that cannot be decoded (a damaged raw file)."""
 
 
-def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray:
+def decode_jpeg(data: bytes | np.ndarray, scale: int = 1) -> np.ndarray:
     """JPEG bytes -> RGB array, decoded at 1/scale of its size."""
+    return cv2.cvtColor(_decode_bgr(data, scale), cv2.COLOR_BGR2RGB)
+
+
+def _decode_bgr(data: bytes | np.ndarray, scale: int) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[scale])
     if img is None:
         raise UnreadableFrame("not a decodable JPEG frame")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def crop_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
@@ -75,10 +79,12 @@ def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def to_image(frame: bytes | np.ndarray, width: int, height: int, mode: str, scale: int) -> np.ndarray:
-    """A stored frame (JPEG bytes or RGB pixels) -> the training image."""
-    rgb = decode_jpeg(frame, scale) if isinstance(frame, bytes) else frame
-    return fit(rgb, width, height, mode)
+def to_image(frame: np.ndarray, width: int, height: int, mode: str, scale: int) -> np.ndarray:
+    """A stored frame (JPEG bytes as a 1-D array, or RGB pixels) -> the training image. A JPEG
+    is resized in the decoder's BGR order and turned to RGB at the (smaller) target size."""
+    if frame.ndim == 1:
+        return cv2.cvtColor(fit(_decode_bgr(frame, scale), width, height, mode), cv2.COLOR_BGR2RGB)
+    return fit(frame, width, height, mode)
 
 
 def training_images(ep, cameras, rows, settings):
@@ -120,8 +126,8 @@ def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> li
     from torchvision.io import ImageReadMode, decode_jpeg
 
     frames = [ep.frame(camera, r) for r in rows]
-    if isinstance(frames[0], bytes):
-        data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in frames]
+    if frames[0].ndim == 1:  # JPEG bytes
+        data = [torch.from_numpy(np.array(f)) for f in frames]
         try:
             decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as e:

@@ -40,9 +40,9 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
     fork = sys.platform == "linux" and settings.device == "cpu"
     context = multiprocessing.get_context("fork" if fork else "spawn")
     stopping = context.Event()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(), stopping))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(), stopping, threads))
     futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
     bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=f"converting {len(new)} episodes", disable=None)
     for source, future in zip(new, futures):
@@ -61,32 +61,19 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
 _stopping = None  # in a worker: the event slarm-convert sets when it gives up on the run
 
 
-def _start_worker(parent: int, stopping) -> None:
+def _start_worker(parent: int, stopping, threads: int) -> None:
     """In a new worker: end with slarm-convert, even when it is killed (Linux; an orphaned worker
-    would wait for work forever), and know when to stop early."""
+    would wait for work forever), and know when to stop early. OpenCV gets the worker's share of
+    the cores: its own pool of one thread per core would compete with the other workers."""
     global _stopping
+    import cv2
+
     _stopping = stopping
+    cv2.setNumThreads(threads)
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
-    _reuse_freed_memory()
-
-
-def _reuse_freed_memory() -> None:
-    """In a worker (forked or spawned): glibc hands large freed buffers (a JPEG frame read from HDF5, a decoded image) back to the
-    kernel, and the next frame's buffer then costs fresh zeroed pages (reading a 287 KB frame
-    from HDF5 took 0.55 ms instead of 0.10 ms here). Keep up to 256 MB of freed memory for reuse
-    instead."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: buffers below 32 MB come from the heap
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MB freed at the heap's top
-        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD: grow the heap 16 MB at a time
-    except (OSError, AttributeError):  # not glibc (musl): nothing to tune
-        pass
 
 
 def _run(job, source: Source, *args):

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 
-from capture.episode_file import FORMAT_VERSION, open_episode
+from capture.cameras import Frame
+from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.sim.camera_server import FRAMES, barcode_value
 from conftest import capture, device_pids, episodes_dir, spawn_capture, write_config
 
@@ -50,10 +52,39 @@ def check_episode(path: Path, fps: int = 30) -> None:
         assert np.all(np.abs(cam.capture_time - ep.timestamp) < 0.2), "each frame is the camera's latest"
         for i in (0, n // 2, n - 1):
             jpg = ep.frame("wrist", i)
-            assert jpg[:2] == b"\xff\xd8", "stored as JPEG bytes"
+            assert jpg[:2].tobytes() == b"\xff\xd8", "stored as JPEG bytes"
             img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
             assert img.shape == (1080, 1920, 3)
             assert barcode_value(img[:, :, ::-1]) == cam.frame_seq[i] % FRAMES, "frame matches its frame number"
+        assert_frames_read_from_the_file(ep)
+
+
+def assert_frames_read_from_the_file(ep) -> None:
+    """Every JPEG is read straight from the file's pages (no copy) and is exactly what HDF5 stores."""
+    with h5py.File(ep.path, "r") as f:
+        for name in ep.cameras:
+            stored = f[f"cameras/{name}/frames"]
+            assert all(np.array_equal(ep.frame(name, i), stored[i]) for i in range(ep.frame_count))
+            assert ep._spans[name] is not None, "JPEGs located in the file, not copied out through h5py"
+
+
+def test_small_and_large_jpegs_read_back_exactly(tmp_path):
+    """Small frames share one of HDF5's heap collections, large ones get their own: both read back."""
+    path = tmp_path / "episode_000000.h5"
+    w = EpisodeWriter(path, attrs={"fps": 30, "task": "t", "robot_type": "so101", "episode_uuid": "u"},
+                      state_names=["a"], state_attrs={"units": "rad"},
+                      cameras=[CameraInfo("wrist", 64, 48, 30, "jpeg", "test", "0"),
+                               CameraInfo("top", 1920, 1080, 30, "jpeg", "test", "1")])
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        small = cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 5 + 2 * k])[1]
+        large = cv2.imencode(".jpg", rng.integers(0, 255, (1080, 1920, 3), np.uint8))[1]
+        w.put(Tick(k, k / 30, np.zeros(1, np.float32), {"wrist": Frame(small.tobytes(), k, k / 30),
+                                                        "top": Frame(large.tobytes(), k, k / 30)}))
+    w.save()
+    with open_episode(path) as ep:
+        assert ep.frame_count == 40
+        assert_frames_read_from_the_file(ep)
 
 
 def test_keys_record_two_episodes_and_discard_one(config):
