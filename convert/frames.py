@@ -32,13 +32,9 @@ class UnreadableFrame(ValueError):
     """A stored camera frame that cannot be decoded (a damaged raw file)."""
 
 
-def decode_jpeg(data: bytes | np.ndarray, scale: int = 1) -> np.ndarray:
-    """JPEG bytes -> RGB array, decoded at 1/scale of its size."""
-    return cv2.cvtColor(_decode_bgr(data, scale), cv2.COLOR_BGR2RGB)
-
-
-def _decode_bgr(data: bytes | np.ndarray, scale: int) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[scale])
+def _decode_bgr(data: np.ndarray, scale: int) -> np.ndarray:
+    """JPEG bytes -> BGR array (OpenCV's order), decoded at 1/scale of its size."""
+    img = cv2.imdecode(data, _REDUCED[scale])
     if img is None:
         raise UnreadableFrame("not a decodable JPEG frame")
     return img

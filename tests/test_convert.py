@@ -20,7 +20,7 @@ from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
 from conftest import ROOT, capture, episodes_dir, write_config
 from convert.encoding import CODECS, codec_options
-from convert.frames import decode_jpeg, fit
+from convert.frames import to_image
 from convert.stats import ImageHistogram, image_stats, sample_indices
 
 
@@ -105,7 +105,7 @@ def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
 
     with open_episode(sorted(raw.glob("*.h5"))[0]) as ep:
         np.testing.assert_allclose(column(ds, "observation.state")[:45], ep.state, atol=1e-6)
-        expected = fit(decode_jpeg(ep.frame("wrist", 10)), 256, 256)
+        expected = to_image(ep.frame("wrist", 10), 256, 256, "stretch", scale=1)  # full-size decode
         seq = ep.cameras["wrist"].frame_seq[10]
     got = (item["observation.images.wrist"].numpy().transpose(1, 2, 0) * 255).round()
     assert np.abs(got - expected).mean() < 8, "decoded frame close to the source frame resized"
@@ -330,7 +330,7 @@ def test_image_stats_are_lerobots(size):
     from lerobot.datasets.compute_stats import auto_downsample_height_width, get_feature_stats
 
     jpegs = encoded_frames(1920, 1080)
-    frames = [fit(decode_jpeg(jpegs[i % len(jpegs)], 2), *size) for i in range(150)]
+    frames = [to_image(np.frombuffer(jpegs[i % len(jpegs)], np.uint8), *size, "stretch", scale=2) for i in range(150)]
     histogram = ImageHistogram(len(frames))
     for frame in frames:
         histogram.add(frame)
