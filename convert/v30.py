@@ -7,6 +7,7 @@ then merges the existing dataset and the new one into a fresh folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +62,14 @@ class Writer:
             repo_id=REPO_ID, fps=src.fps, features=features(src, s), root=root, robot_type=src.robot_type or None,
             use_videos=True, rgb_encoder=self.encoded._rgb_encoder, streaming_encoding=True, video_backend="pyav",
         )
+        self.appends = VideoAppends(root.with_name(root.name + "-videos-to-append"),
+                                    lambda: self.dataset.meta.video_files_size_in_mb)
+        self.appends.install()
 
     def add(self, ep: Prepared) -> None:
         """One episode, after the ones added before."""
         n = ep.frames
+        self.appends.next_episode_mb = max(os.path.getsize(p) for p in ep.videos.values()) / 1024**2
         self.encoded.videos = {f"observation.images.{cam}": (path, image_stats(ep.histograms[cam]))
                                for cam, path in ep.videos.items()}
         buffer = {"size": n, "task": [ep.task] * n, "observation.state": ep.state, "action": ep.action,
@@ -74,7 +79,81 @@ class Writer:
         self.dataset.save_episode(episode_data=buffer)
 
     def finish(self) -> None:
+        self.appends.flush()
+        self.appends.uninstall()
         self.dataset.finalize()
+
+
+class VideoAppends:
+    """LeRobot's writer appends each episode's video to the current video file of its camera with
+    concatenate_video_files([file, episode], file), which remuxes the whole file: N episodes in
+    one file remux N²/2 episodes' packets (300 episodes of 300 frames: ~100 s of CPU in this
+    process, which has other work to do). While installed, those appends are collected, and each
+    file gets them at flush(), with LeRobot's concatenate_video_files: all but the last in one
+    call, then the last, as LeRobot's writer appends it. The same bytes as LeRobot's writer
+    writes: the concat demuxer offsets each input by the durations before it either way, and the
+    MP4 header's max bit rate is taken from the first input, here too the file of all but the
+    last episode (tests/test_convert.py compares the two writers' files byte for byte).
+
+    LeRobot starts a new file when file size + episode size would reach its video file size
+    limit; for a file with appends waiting, the size it is told is the file's plus theirs (a
+    little more than the joined file: each part carries its own MP4 header), and when that could
+    reach the limit with the episode being added, the appends are made first and it is told the
+    real size. So every file ends with the episode it would end with in LeRobot's own writer."""
+
+    def __init__(self, folder: Path, limit_mb):
+        from lerobot.datasets import dataset_writer
+
+        self.module, self.folder, self.limit_mb = dataset_writer, folder, limit_mb
+        self.concatenate = getattr(dataset_writer, "concatenate_video_files", None)
+        self.size_in_mb = getattr(dataset_writer, "get_file_size_in_mb", None)
+        self.waiting: dict[Path, list[Path]] = {}  # video file -> episode videos to append, in order
+        self.next_episode_mb = 0.0  # the largest video of the episode being added (Writer.add)
+        self.held = 0
+
+    def install(self) -> None:
+        """From now on, collect the writer's appends (a LeRobot without these names: appends as it does)."""
+        if self.concatenate and self.size_in_mb:
+            self.module.concatenate_video_files, self.module.get_file_size_in_mb = self._append_later, self._size_in_mb
+
+    def uninstall(self) -> None:
+        if self.concatenate and self.size_in_mb:
+            self.module.concatenate_video_files, self.module.get_file_size_in_mb = self.concatenate, self.size_in_mb
+
+    def flush(self, file: Path | None = None) -> None:
+        """Make the appends waiting for `file` (all files: None)."""
+        for f in [file] if file is not None else list(self.waiting):
+            episodes = self.waiting.pop(f, [])
+            if len(episodes) > 1:
+                self.concatenate([f, *episodes[:-1]], f)
+            if episodes:  # the last one on its own, as LeRobot appends it: the MP4 header's max
+                self.concatenate([f, episodes[-1]], f)  # bit rate comes from the first input's
+            for e in episodes:
+                e.unlink()
+
+    def _append_later(self, inputs, output, *args, **kwargs) -> None:
+        inputs, output = [Path(p) for p in inputs], Path(output)
+        if len(inputs) != 2 or inputs[0] != output or args or kwargs:  # not the writer's append: now
+            for f in {output, *inputs}:
+                self.flush(f)
+            self.concatenate(inputs, output, *args, **kwargs)
+            return
+        self.folder.mkdir(exist_ok=True)
+        held = self.folder / f"{self.held}{inputs[1].suffix}"  # the writer deletes the episode's folder next
+        os.replace(inputs[1], held)
+        self.held += 1
+        self.waiting.setdefault(output, []).append(held)
+
+    def _size_in_mb(self, path) -> float:
+        path = Path(path)
+        episodes = self.waiting.get(path)
+        if not episodes:
+            return self.size_in_mb(path)
+        estimate = self.size_in_mb(path) + sum(self.size_in_mb(e) for e in episodes)
+        if estimate + self.next_episode_mb >= self.limit_mb():
+            self.flush(path)
+            return self.size_in_mb(path)
+        return estimate
 
 
 def skip_embedding_without_images() -> None:

@@ -387,3 +387,54 @@ print("ok", len(policies), "threads")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "SVT_LOG": "1"})
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
+
+def test_writer_joins_each_video_file_once_into_what_lerobots_writer_writes(recorded, tmp_path, monkeypatch):
+    """LeRobot's writer remuxes the whole video file for every episode appended to it; ours
+    joins each file once, into the same files, byte for byte. The file size limit is set so that
+    the first file takes an 11th episode by 100 bytes: the sizes of the parts waiting to be joined
+    (each with its own MP4 header) add up to more than that, and the real size must decide."""
+    from dataclasses import replace
+
+    from lerobot.datasets import dataset_writer
+    from lerobot.datasets.video_utils import concatenate_video_files
+
+    from convert import v30
+    from convert.prepare import prepare_episode
+    from convert.settings import Settings
+    from convert.sources import find
+
+    sources, _ = find([recorded[1]])
+    prepared = [prepare_episode(s, tmp_path / "encoded" / str(i), Settings(), 1) for i, s in enumerate(sources)]
+    videos = [prepared[k % len(prepared)].videos["wrist"] for k in range(30)]
+    ten = tmp_path / "ten.mp4"
+    shutil.copy(videos[0], ten)
+    concatenate_video_files([ten, *videos[1:10]], ten)
+    limit_mb = (ten.stat().st_size + videos[10].stat().st_size + 100) / 1024**2
+
+    def write(root: Path, joined_once: bool) -> int:
+        remuxes = []
+        monkeypatch.setattr(dataset_writer, "concatenate_video_files",
+                            lambda *a, **k: remuxes.append(a) or concatenate_video_files(*a, **k))
+        writer = v30.Writer(root, sources[0], Settings())
+        if not joined_once:
+            writer.appends.uninstall()  # LeRobot's writer as it is
+        writer.dataset.meta.update_chunk_settings(video_files_size_in_mb=limit_mb)
+        for k in range(len(videos)):
+            ep = prepared[k % len(prepared)]
+            copy = tmp_path / "copies" / f"{root.name}-{k}" / "wrist" / "video.mp4"  # the writer moves or deletes it
+            copy.parent.mkdir(parents=True)
+            shutil.copy(ep.videos["wrist"], copy)
+            writer.add(replace(ep, videos={"wrist": copy}))
+        writer.finish()
+        return len(remuxes)
+
+    ours, lerobots = write(tmp_path / "ours", True), write(tmp_path / "lerobot", False)
+    files = [p.relative_to(tmp_path / "ours") for p in sorted((tmp_path / "ours").rglob("*")) if p.is_file()]
+    assert files == [p.relative_to(tmp_path / "lerobot") for p in sorted((tmp_path / "lerobot").rglob("*")) if p.is_file()]
+    assert tree_digest(tmp_path / "ours") == tree_digest(tmp_path / "lerobot")
+    ds = load(tmp_path / "ours")
+    file_of_episode = list(ds.meta.episodes["videos/observation.images.wrist/file_index"])
+    assert file_of_episode.count(0) == 11 and len(set(file_of_episode)) >= 3
+    assert lerobots == len(videos) - len(set(file_of_episode))  # every episode but each file's first
+    assert ours <= 4 * len(set(file_of_episode))  # twice per file, and again to learn its size at the limit
