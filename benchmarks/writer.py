@@ -15,7 +15,7 @@ written, and whether the two datasets are the same bytes. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import filecmp
 import os
 import resource
 import sys
@@ -58,12 +58,10 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
-    return h.hexdigest()
+def _same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    return names == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and \
+        all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
 def main() -> None:
@@ -82,7 +80,7 @@ def main() -> None:
         ours = write(tmp / "ours", source, episode, tmp / "copies-ours", a.episodes, False)
         lerobots = write(tmp / "lerobot", source, episode, tmp / "copies-lerobot", a.episodes, True)
         files = len(list((tmp / "ours" / "videos").rglob("*.mp4")))
-        same = _digest(tmp / "ours") == _digest(tmp / "lerobot")
+        same = _same_files(tmp / "ours", tmp / "lerobot")
 
     print(f"writer benchmark: {a.episodes} episodes x {a.frames} frames ({mb:.2f} MB of video each) "
           f"-> one v3.0 dataset, {files} video file(s)")
