@@ -38,9 +38,7 @@ from convert.sources import find  # noqa: E402
 
 def write(root: Path, source, episode, copies: Path, n: int, lerobots_appends: bool) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of adding `episode` n times and finishing the dataset."""
-    writer = v30.Writer(root, source, Settings())
-    if lerobots_appends:
-        writer.appends.uninstall()
+    writer = v30.Writer(root, source, Settings(), join_videos_once=not lerobots_appends)
     cpu, wall = _cpu(), time.monotonic()
     for k in range(n):
         videos = {}

@@ -37,9 +37,11 @@ def features(src: Source, s: Settings) -> dict:
 class Writer:
     """LeRobot's dataset writer (LeRobotDataset.create, save_episode, finalize), given episodes
     whose videos are already encoded (prepare.py). LeRobot writes the parquet files, places each
-    video in its video files, and writes the metadata and stats, as it does when recording."""
+    video in its video files, and writes the metadata and stats, as it does when recording. Each
+    video file is joined once (VideoAppends); join_videos_once=False keeps LeRobot's own appends,
+    to compare the two."""
 
-    def __init__(self, root: Path, src: Source, s: Settings):
+    def __init__(self, root: Path, src: Source, s: Settings, join_videos_once: bool = True):
         from lerobot.configs.video import RGBEncoderConfig
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
         from lerobot.datasets.video_utils import StreamingVideoEncoder
@@ -63,8 +65,7 @@ class Writer:
             use_videos=True, rgb_encoder=self.encoded._rgb_encoder, streaming_encoding=True, video_backend="pyav",
         )
         self.appends = VideoAppends(root.with_name(root.name + "-videos-to-append"),
-                                    lambda: self.dataset.meta.video_files_size_in_mb)
-        self.appends.install()
+                                    lambda: self.dataset.meta.video_files_size_in_mb, join_videos_once)
 
     def add(self, ep: Prepared) -> None:
         """One episode, after the ones added before."""
@@ -76,11 +77,11 @@ class Writer:
                   "timestamp": np.arange(n) / self.dataset.fps, "frame_index": np.arange(n),
                   "episode_index": self.dataset.meta.total_episodes, "index": None, "task_index": None}
         buffer |= {f"observation.images.{cam}": [None] * n for cam in ep.videos}
-        self.dataset.save_episode(episode_data=buffer)
+        with self.appends:
+            self.dataset.save_episode(episode_data=buffer)
 
     def finish(self) -> None:
         self.appends.flush()
-        self.appends.uninstall()
         self.dataset.finalize()
 
 
@@ -88,12 +89,13 @@ class VideoAppends:
     """LeRobot's writer appends each episode's video to the current video file of its camera with
     concatenate_video_files([file, episode], file), which remuxes the whole file: N episodes in
     one file remux N²/2 episodes' packets (300 episodes of 300 frames: ~100 s of CPU in this
-    process, which has other work to do). While installed, those appends are collected, and each
-    file gets them at flush(), with LeRobot's concatenate_video_files: all but the last in one
-    call, then the last, as LeRobot's writer appends it. The same bytes as LeRobot's writer
-    writes: the concat demuxer offsets each input by the durations before it either way, and the
-    MP4 header's max bit rate is taken from the first input, here too the file of all but the
-    last episode (tests/test_convert.py compares the two writers' files byte for byte).
+    process, which has other work to do). Inside `with` (around each save_episode), those appends
+    are collected, and each file gets them at flush(), with LeRobot's concatenate_video_files: all
+    but the last in one call, then the last, as LeRobot's writer appends it. The same bytes as
+    LeRobot's writer writes: the concat demuxer offsets each input by the durations before it
+    either way, and the MP4 header's max bit rate is taken from the first input, here too the
+    file of all but the last episode (tests/test_convert.py compares the two writers' files byte
+    for byte).
 
     LeRobot starts a new file when file size + episode size would reach its video file size
     limit; for a file with appends waiting, the size it is told is the file's plus theirs (a
@@ -101,23 +103,26 @@ class VideoAppends:
     reach the limit with the episode being added, the appends are made first and it is told the
     real size. So every file ends with the episode it would end with in LeRobot's own writer."""
 
-    def __init__(self, folder: Path, limit_mb):
+    def __init__(self, folder: Path, limit_mb, enabled: bool = True):
         from lerobot.datasets import dataset_writer
 
         self.module, self.folder, self.limit_mb = dataset_writer, folder, limit_mb
         self.concatenate = getattr(dataset_writer, "concatenate_video_files", None)
         self.size_in_mb = getattr(dataset_writer, "get_file_size_in_mb", None)
+        # off: LeRobot's own appends (also with a LeRobot that lacks these names)
+        self.enabled = enabled and self.concatenate is not None and self.size_in_mb is not None
         self.waiting: dict[Path, list[Path]] = {}  # video file -> episode videos to append, in order
         self.next_episode_mb = 0.0  # the largest video of the episode being added (Writer.add)
         self.held = 0
 
-    def install(self) -> None:
-        """From now on, collect the writer's appends (a LeRobot without these names: appends as it does)."""
-        if self.concatenate and self.size_in_mb:
+    def __enter__(self) -> VideoAppends:
+        """Until the block ends, however it ends, collect the writer's appends."""
+        if self.enabled:
             self.module.concatenate_video_files, self.module.get_file_size_in_mb = self._append_later, self._size_in_mb
+        return self
 
-    def uninstall(self) -> None:
-        if self.concatenate and self.size_in_mb:
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
             self.module.concatenate_video_files, self.module.get_file_size_in_mb = self.concatenate, self.size_in_mb
 
     def flush(self, file: Path | None = None) -> None:

@@ -422,9 +422,7 @@ def test_writer_joins_each_video_file_once_into_what_lerobots_writer_writes(tmp_
         remuxes = []
         monkeypatch.setattr(dataset_writer, "concatenate_video_files",
                             lambda *a, **k: remuxes.append(a) or concatenate_video_files(*a, **k))
-        writer = v30.Writer(root, sources[0], Settings())
-        if not joined_once:
-            writer.appends.uninstall()  # LeRobot's writer as it is
+        writer = v30.Writer(root, sources[0], Settings(), join_videos_once=joined_once)  # False: LeRobot's as it is
         writer.dataset.meta.update_chunk_settings(video_files_size_in_mb=limit_mb)
         for k in range(len(videos)):
             ep = prepared[k % len(prepared)]
@@ -436,7 +434,9 @@ def test_writer_joins_each_video_file_once_into_what_lerobots_writer_writes(tmp_
         writer.finish()
         return len(remuxes)
 
+    size_in_mb = dataset_writer.get_file_size_in_mb
     ours, lerobots = write(tmp_path / "ours", True), write(tmp_path / "lerobot", False)
+    assert dataset_writer.get_file_size_in_mb is size_in_mb  # LeRobot's own again once a writer is done
     assert [p.relative_to(tmp_path / "ours") for p in sorted((tmp_path / "ours").rglob("*")) if p.is_file()] == \
         [p.relative_to(tmp_path / "lerobot") for p in sorted((tmp_path / "lerobot").rglob("*")) if p.is_file()]
     assert tree_digest(tmp_path / "ours") == tree_digest(tmp_path / "lerobot")
