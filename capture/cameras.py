@@ -134,6 +134,14 @@ class MjpegCamera(Camera):
                 f"camera '{self.name}' delivers {w}x{h}, not the configured {self.width}x{self.height}; "
                 "set capture_width/capture_height to a mode the camera supports (v4l2-ctl --list-formats-ext)"
             )
+        fourcc = _fourcc_text(self._cap.get(cv2.CAP_PROP_FOURCC))  # V4L2: the pixel format the camera now sends
+        if _is_linux() and fourcc not in ("", "MJPG", "JPEG"):  # unknown (""): _grab checks the bytes
+            self._cap.release()
+            raise CameraError(
+                f"camera '{self.name}' sends {fourcc} at {w}x{h}, not MJPG; choose a size it lists "
+                f"under MJPG (v4l2-ctl -d {dev} --list-formats-ext), or set \"backend\": \"opencv\" for this "
+                "camera (frames are then JPEG-encoded once, at the rate the camera manages)"
+            )
 
     def _grab(self):
         ok, buf = self._cap.read()
@@ -188,6 +196,13 @@ class OpenCVCamera(Camera):
     def _close(self) -> None:
         if self._cam.is_connected:
             self._cam.disconnect()
+
+
+def _fourcc_text(value: float) -> str:
+    """OpenCV's FOURCC property as text ("MJPG", "YUYV"); "" when it is not a pixel format code."""
+    code = int(value)
+    text = code.to_bytes(4, "little").decode("ascii", errors="replace") if 0 < code < 2**32 else ""
+    return text if text.isprintable() and text.strip() else ""
 
 
 def _is_linux() -> bool:

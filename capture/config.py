@@ -169,6 +169,8 @@ def _camera(obj: _Obj) -> CameraConfig:
     device = obj.raw.get("device", 0) if isinstance(obj.raw, dict) else 0
     if isinstance(device, bool) or not isinstance(device, (int, str)):
         raise ConfigError(f"{obj.prefix}device: expected a camera index (0) or a path (/dev/video0)")
+    if isinstance(device, str) and device.strip().isdigit():  # "0" means camera 0, not a file named 0
+        device = int(device)
     fps = obj.raw.get("fps") if isinstance(obj.raw, dict) else None
     return CameraConfig(
         name=name,

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from capture.cameras import Frame
+from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.sim.camera_server import FRAMES, barcode_value
 from conftest import capture, device_pids, episodes_dir, spawn_capture, write_config
@@ -175,6 +175,13 @@ def test_bad_config_names_the_field(tmp_path, change, expected):
     assert "Traceback" not in r.stdout + r.stderr
 
 
+def test_camera_device_given_as_text_is_the_camera_index(tmp_path):
+    from capture import config as C
+
+    path = write_config(tmp_path, cameras=[{"name": "wrist", "device": "2"}, {"name": "top", "device": "/dev/video4"}])
+    assert [c.device for c in C.load(path).cameras] == [2, "/dev/video4"], "not a file named 2"
+
+
 def test_config_that_is_not_json(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"dataset_name": "x",,}')
@@ -264,3 +271,92 @@ def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
     writes = [w for w in torque_writes(sim_line) if w]
     assert all(w.endswith(" 0") for w in writes)
     assert len(writes) >= 12, "torque off on connect and again on exit"
+
+
+class UsbCamera:
+    """cv2.VideoCapture on Linux's V4L2 backend, opened on a USB camera that offers `modes`
+    (pixel format, width, height). As OpenCV's V4L2 backend does: setting a pixel format the
+    camera lacks fails and keeps the old one; a size snaps to the nearest one of the current
+    format; with CONVERT_RGB off, MJPG frames come as the camera's bytes in a (1, N) array and
+    YUYV frames as (H, W, 2) pixels. `unplugged` makes read() fail, as a pulled cable does."""
+
+    def __init__(self, modes, jpeg: bytes):
+        self.modes, self.jpeg, self.unplugged, self.sent = modes, jpeg, False, 0
+        self.format, self.width, self.height = modes[0]
+        self.convert_rgb = True
+
+    def __call__(self, device, api=None):  # stands in for the cv2.VideoCapture class
+        assert api == cv2.CAP_V4L2
+        return self
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        fourcc = int(value).to_bytes(4, "little").decode() if prop == cv2.CAP_PROP_FOURCC else self.format
+        if prop == cv2.CAP_PROP_CONVERT_RGB:
+            self.convert_rgb = bool(value)
+        want = {cv2.CAP_PROP_FRAME_WIDTH: (value, self.height), cv2.CAP_PROP_FRAME_HEIGHT: (self.width, value)}
+        w, h = want.get(prop, (self.width, self.height))
+        sizes = [(mw, mh) for f, mw, mh in self.modes if f == fourcc]
+        if not sizes:
+            return False
+        self.format = fourcc
+        self.width, self.height = min(sizes, key=lambda s: abs(s[0] - w) + abs(s[1] - h))
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: self.width, cv2.CAP_PROP_FRAME_HEIGHT: self.height,
+                cv2.CAP_PROP_FOURCC: int.from_bytes(self.format.encode(), "little")}.get(prop, 0)
+
+    def read(self):
+        time.sleep(1 / 30)
+        if self.unplugged:
+            return False, None
+        self.sent += 1
+        if self.format == "MJPG" and not self.convert_rgb:
+            return True, np.frombuffer(self.jpeg, np.uint8).reshape(1, -1)
+        return True, np.zeros((self.height, self.width, 2 if self.format == "YUYV" else 3), np.uint8)
+
+    def release(self):
+        pass
+
+
+def usb_camera(monkeypatch, modes):
+    from capture import cameras
+    from capture.config import CameraConfig
+
+    ok, jpeg = cv2.imencode(".jpg", np.full((1080, 1920, 3), 90, np.uint8))
+    device = UsbCamera(modes, jpeg.tobytes())
+    monkeypatch.setattr(cv2, "VideoCapture", device)
+    monkeypatch.setattr(cameras, "_is_linux", lambda: True)
+    return device, cameras.make_camera(CameraConfig(name="wrist", device=0), fps=30)
+
+
+def test_usb_camera_frames_are_the_jpeg_bytes_it_sent_until_it_is_unplugged(monkeypatch):
+    device, camera = usb_camera(monkeypatch, [("YUYV", 640, 480), ("MJPG", 1280, 720), ("MJPG", 1920, 1080)])
+    camera.connect()
+    try:
+        first = camera.latest()
+        assert first.data == device.jpeg, "stored as the camera sent it: no decoding, no re-encoding"
+        time.sleep(0.2)
+        assert camera.latest().seq > first.seq, "each new frame gets the next number"
+        device.unplugged = True
+        time.sleep(0.2)
+        with pytest.raises(CameraError, match=r"camera 'wrist' failed: no frame \(unplugged\?\)"):
+            camera.latest()
+    finally:
+        camera.disconnect()
+
+
+@pytest.mark.parametrize("modes, expected", [
+    ([("YUYV", 1920, 1080), ("MJPG", 1280, 720)], "camera 'wrist' delivers 1280x720, not the configured 1920x1080"),
+    ([("YUYV", 640, 480), ("YUYV", 1920, 1080)], "camera 'wrist' sends YUYV at 1920x1080, not MJPG; choose a size it "
+                                                 "lists under MJPG (v4l2-ctl -d 0 --list-formats-ext)"),
+])
+def test_usb_camera_without_mjpg_at_the_size_says_what_to_do(monkeypatch, modes, expected):
+    device, camera = usb_camera(monkeypatch, modes)
+    with pytest.raises(CameraError) as e:
+        camera.connect()
+    assert expected in str(e.value)
+    assert device.sent == 0, "refused before recording anything"
