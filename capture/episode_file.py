@@ -88,6 +88,8 @@ class EpisodeWriter:
         self.state_attrs = state_attrs
         self.cameras = cameras
         self.frames_written = 0
+        self.repeated_frames = {cam.name: 0 for cam in cameras}  # ticks that got the frame of the tick before
+        self._last_seq: dict[str, int] = {}
         self.first_tick: Tick | None = None
         self.last_tick: Tick | None = None
         self.ticks_put = 0
@@ -201,6 +203,9 @@ class EpisodeWriter:
             g["frames"][row] = np.frombuffer(frame.data, np.uint8) if cam.encoding == "jpeg" else frame.data
             g["capture_time"][row] = frame.time - t0
             g["frame_seq"][row] = frame.seq
+            if self._last_seq.get(cam.name) == frame.seq:
+                self.repeated_frames[cam.name] += 1
+            self._last_seq[cam.name] = frame.seq
         self.frames_written = row + 1
         return row + 1
 

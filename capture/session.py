@@ -22,6 +22,7 @@ from .sampler import Sampler
 from .status import Output
 
 RETRY_EVERY_S = 1.0
+SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
 
 
 class SessionError(RuntimeError):
@@ -198,6 +199,26 @@ class Session:
             f"saved episode {self.recording_index}: {episode.ticks_put} frames, {episode.duration:.1f}s"
             + (f", {missed} missed ticks" if missed else "") + f" -> {path}"
         )
+        for cam, gave, asked in self._slow_cameras(episode):
+            self.out.message(
+                f"warning: {cam.label} gave {gave:.0f} new frames/s, not {asked}; a tick without a new frame stores "
+                "the one before again. USB cameras on auto exposure slow down in dim light: add light, or choose "
+                f"a mode with {asked} fps (v4l2-ctl --list-formats-ext), or set this camera's \"fps\" to "
+                f"{gave:.0f} if that is all it can do"
+            )
+
+    def _slow_cameras(self, episode: EpisodeWriter) -> list[tuple]:
+        """(camera, new frames per second, frames per second asked) for each camera clearly slower than asked."""
+        n = episode.frames_written
+        if n < self.cfg.fps:  # under a second of frames: too few to tell
+            return []
+        slow = []
+        for cam in self.cameras:
+            asked = min(cam.fps, self.cfg.fps)
+            gave = (n - episode.repeated_frames[cam.name]) / n * self.cfg.fps
+            if gave < SLOW_CAMERA * asked:
+                slow.append((cam, gave, asked))
+        return slow
 
     def _discard(self, why: str) -> None:
         episode, self.episode = self.episode, None
@@ -246,8 +267,9 @@ class Session:
         ep = self.episode
         if ep is not None:
             missed = 0 if ep.first_tick is None else ep.last_tick.index - ep.first_tick.index + 1 - ep.ticks_put
+            slow = "".join(f" | {cam.name} only {gave:.0f}/{asked} fps" for cam, gave, asked in self._slow_cameras(ep))
             self.out.status(f"Recording episode {self.recording_index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
-                            + (f" | {missed} missed" if missed else ""))
+                            + (f" | {missed} missed" if missed else "") + slow)
         else:
             self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
                             + (" | SPACE to record" if self.keys.source != "none" else ""))

@@ -273,6 +273,34 @@ def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
     assert len(writes) >= 12, "torque off on connect and again on exit"
 
 
+def test_camera_slower_than_asked_is_reported_while_recording_and_at_save(config):
+    """Dim light halves the camera's frame rate (auto exposure): the person is told during the
+    episode and when it is saved, with what to do; an episode at the full rate gets no warning."""
+    p = spawn_capture("--config", str(config), "--sim", "--episodes", "2", "--episode-time", "3", "--preview", "off")
+    p.expect(r"simulated hardware in (\S+) ")
+    sim_folder = Path(p.match.group(1))
+    p.expect(r"saved episode 0: \d+ frames.*\n")
+    episode_0 = p.before
+    (sim_folder / "dim-camera-wrist").touch()
+    p.expect(r"Recording episode 1 [^\r\n]* \| wrist only (\d+)/30 fps")
+    assert int(p.match.group(1)) < 24
+    after_episode_0 = p.before
+    p.expect(r"saved episode 1: \d+ frames")
+    p.expect(r"warning: camera 'wrist' gave (\d+) new frames/s, not 30; a tick without a new frame stores the one "
+             r"before again\. USB cameras on auto exposure slow down in dim light: add light, or choose a mode with "
+             r"30 fps \(v4l2-ctl --list-formats-ext\)")
+    assert 12 <= int(p.match.group(1)) <= 19
+    p.expect("done: 2 episodes saved")
+    p.expect(pexpect_eof())
+    p.close()
+    assert p.exitstatus == 0
+    assert "only" not in episode_0 and "warning" not in after_episode_0, "episode 0 had the full frame rate"
+    files = sorted(episodes_dir(config).iterdir())
+    with open_episode(files[0]) as ep0, open_episode(files[1]) as ep1:
+        repeats = [int(np.count_nonzero(np.diff(ep.cameras["wrist"].frame_seq) == 0)) for ep in (ep0, ep1)]
+        assert repeats[0] <= 3 and repeats[1] >= ep1.frame_count // 3, repeats
+
+
 class UsbCamera:
     """cv2.VideoCapture on Linux's V4L2 backend, opened on a USB camera that offers `modes`
     (pixel format, width, height). As OpenCV's V4L2 backend does: setting a pixel format the

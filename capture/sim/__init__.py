@@ -5,7 +5,8 @@ the arm speaks the Feetech protocol on a pseudo-terminal (so LeRobot's driver ru
 it unchanged), each camera serves MJPEG frames over a Unix socket. Killing a device process
 is unplugging it; connecting again starts a fresh one, as plugging it back in would.
 The gamepad is a virtual SDL controller inside the capture process (SDL's own virtual-joystick
-API; see gamepad.py): the file `unplug-gamepad` in the sim folder unplugs it.
+API; see gamepad.py): the file `unplug-gamepad` in the sim folder unplugs it. The file
+`dim-camera-<name>` there dims that camera's light: it then sends half its frame rate.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class SimRig:
             c.name: DeviceProcess(
                 f"camera-{c.name}",
                 ["capture.sim.camera_server", "--socket", str(self.dir / f"camera-{c.name}.sock"),
-                 "--width", str(c.capture_width), "--height", str(c.capture_height), "--fps", str(cfg.camera_fps(c))],
+                 "--width", str(c.capture_width), "--height", str(c.capture_height), "--fps", str(cfg.camera_fps(c)),
+                 "--dim-file", str(self.dir / f"dim-camera-{c.name}")],
                 self.dir,
             )
             for c in cfg.cameras

@@ -4,7 +4,8 @@ It serves pre-encoded JPEG frames (encoded once, cached on disk) over a Unix soc
 frame rate, each stamped with its frame number and capture time (time.monotonic, which is
 system-wide). Every frame shows its counter as text and as a barcode strip along the
 bottom edge (one block per bit, readable after any resize), so tests can tell which frame
-ended up where.
+ended up where. While the file given as --dim-file exists, the camera sends half its frame
+rate, as a USB camera on auto exposure does in dim light.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def encoded_frames(width: int, height: int, quality: int = 90) -> list[bytes]:
     return frames
 
 
-def serve(sock_path: Path, width: int, height: int, fps: int, parent_pid: int | None) -> None:
+def serve(sock_path: Path, width: int, height: int, fps: int, parent_pid: int | None,
+          dim_file: Path | None = None) -> None:
     frames = encoded_frames(width, height)
     sock_path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -110,7 +112,8 @@ def serve(sock_path: Path, width: int, height: int, fps: int, parent_pid: int | 
         with conn:
             try:
                 while True:
-                    seq = max(seq + 1, int((time.monotonic() - t0) / period))
+                    step = 2 if dim_file is not None and dim_file.exists() else 1  # dim: longer exposures
+                    seq = max(seq + step, int((time.monotonic() - t0) / period))
                     deadline = t0 + seq * period
                     delay = deadline - time.monotonic()
                     if delay > 0:
@@ -129,9 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=1080)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--parent-pid", type=int)
+    p.add_argument("--dim-file", type=Path, help="while this file exists, send half the frame rate")
     a = p.parse_args(argv)
     try:
-        serve(a.socket, a.width, a.height, a.fps, a.parent_pid)
+        serve(a.socket, a.width, a.height, a.fps, a.parent_pid, a.dim_file)
     except KeyboardInterrupt:
         pass
 
