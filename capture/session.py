@@ -203,8 +203,8 @@ class Session:
             self.out.message(
                 f"warning: {cam.label} gave {gave:.0f} new frames/s, not {asked}; a tick without a new frame stores "
                 "the one before again. USB cameras on auto exposure slow down in dim light: add light, or choose "
-                f"a mode with {asked} fps (v4l2-ctl --list-formats-ext), or set this camera's \"fps\" to "
-                f"{gave:.0f} if that is all it can do"
+                f"a mode with {asked} fps (v4l2-ctl --list-formats-ext), or set this camera's \"fps\" to a rate "
+                "it can hold"
             )
 
     def _slow_cameras(self, episode: EpisodeWriter) -> list[tuple]:

@@ -298,7 +298,7 @@ def test_camera_slower_than_asked_is_reported_while_recording_and_at_save(config
     files = sorted(episodes_dir(config).iterdir())
     with open_episode(files[0]) as ep0, open_episode(files[1]) as ep1:
         repeats = [int(np.count_nonzero(np.diff(ep.cameras["wrist"].frame_seq) == 0)) for ep in (ep0, ep1)]
-        assert repeats[0] <= 3 and repeats[1] >= ep1.frame_count // 3, repeats
+        assert repeats[0] < ep0.frame_count // 5 and repeats[1] >= ep1.frame_count // 3, repeats
 
 
 class UsbCamera:
