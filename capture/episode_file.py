@@ -103,16 +103,21 @@ class EpisodeWriter:
         return 0.0 if self.first_tick is None else self.last_tick.time - self.first_tick.time
 
     @property
+    def missed_ticks(self) -> int:
+        """Ticks between the first and the last put that never came (the sampler ran late)."""
+        return 0 if self.first_tick is None else self.last_tick.index - self.first_tick.index + 1 - self.ticks_put
+
+    @property
     def full(self) -> bool:
         return self.max_ticks is not None and self.ticks_put >= self.max_ticks
 
     def put(self, tick: Tick) -> None:
         if self.full:
             return
+        self.last_tick = tick  # before first_tick: the main thread reads last_tick once first_tick is set
+        self.ticks_put += 1
         if self.first_tick is None:
             self.first_tick = tick
-        self.last_tick = tick
-        self.ticks_put += 1
         self._queue.put(tick)
 
     def save(self) -> Path:

@@ -194,7 +194,7 @@ class Session:
             return
         self.saved += 1
         self.next_index = self.recording_index + 1
-        missed = episode.last_tick.index - episode.first_tick.index + 1 - episode.ticks_put
+        missed = episode.missed_ticks
         self.out.message(
             f"saved episode {self.recording_index}: {episode.ticks_put} frames, {episode.duration:.1f}s"
             + (f", {missed} missed ticks" if missed else "") + f" -> {path}"
@@ -266,7 +266,7 @@ class Session:
             return
         ep = self.episode
         if ep is not None:
-            missed = 0 if ep.first_tick is None else ep.last_tick.index - ep.first_tick.index + 1 - ep.ticks_put
+            missed = ep.missed_ticks
             slow = "".join(f" | {cam.name} only {gave:.0f}/{asked} fps" for cam, gave, asked in self._slow_cameras(ep))
             self.out.status(f"Recording episode {self.recording_index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
                             + (f" | {missed} missed" if missed else "") + slow)
