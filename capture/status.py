@@ -1,11 +1,14 @@
 """What the person at the terminal sees: one status line that updates in place, and messages.
 
 On a terminal the status line is redrawn in place; when output goes to a file or a pipe
-(CI, logs) only messages and changes of state are printed, one per line.
+(CI, logs) only messages and changes of state are printed, one per line: a status line is
+printed when it differs from the last one printed in more than its figures (recording starts,
+missed ticks or a slow camera appear, a device is being reconnected).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -26,7 +29,7 @@ class Output:
                 self.stream.flush()
                 self._line, self._last_draw = text, now
         else:
-            kind = text.split("|")[0].strip()
+            kind = re.sub(r"\d+(\.\d+)?", "#", text)
             if kind != self._last_kind:
                 self.stream.write(text + "\n")
                 self.stream.flush()

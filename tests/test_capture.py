@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.sim.camera_server import FRAMES, barcode_value
-from conftest import capture, device_pids, episodes_dir, spawn_capture, write_config
+from conftest import ROOT, capture, device_pids, episodes_dir, spawn_capture, write_config
 
 
 def torque_writes(output: str) -> list[str]:
@@ -299,6 +301,27 @@ def test_camera_slower_than_asked_is_reported_while_recording_and_at_save(config
     with open_episode(files[0]) as ep0, open_episode(files[1]) as ep1:
         repeats = [int(np.count_nonzero(np.diff(ep.cameras["wrist"].frame_seq) == 0)) for ep in (ep0, ep1)]
         assert repeats[0] < ep0.frame_count // 5 and repeats[1] >= ep1.frame_count // 3, repeats
+
+
+def test_log_shows_when_a_camera_falls_behind(config):
+    """Without a terminal (a log file, CI) the status line is not redrawn: a line is printed when
+    it changes in more than its figures. So a log shows the episode starting and, as its own line,
+    the camera falling behind, without a line per tick."""
+    proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "--config", str(config), "--sim", "--episodes", "1",
+                             "--episode-time", "3", "--preview", "off"], cwd=ROOT, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if m := re.search(r"simulated hardware in (\S+) ", line):
+            (Path(m.group(1)) / "dim-camera-wrist").touch()
+    assert proc.wait(timeout=60) == 0, "".join(lines)
+    recording = [line for line in lines if line.startswith("Recording episode 0")]
+    assert "only" not in recording[0], lines  # under a second of frames: too few to tell
+    slow = [re.search(r" \| wrist only (\d+)/30 fps$", line) for line in recording]
+    assert any(m and int(m.group(1)) < 24 for m in slow), lines
+    assert len(recording) <= 4, lines  # the start, the camera falling behind, maybe missed ticks; not every tick
+    assert any(line.startswith("warning: camera 'wrist' gave") for line in lines), lines
 
 
 class UsbCamera:
