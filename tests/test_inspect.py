@@ -73,10 +73,13 @@ def test_table_and_json_match_the_files_and_flag_defects(recordings):
             assert eps[i]["uuid"] == ep.uuid
             # the simulated camera runs at the tick rate; now and then a tick still gets the previous frame
             repeats = int(np.count_nonzero(np.diff(ep.cameras["wrist"].frame_seq) == 0))
-        assert eps[i]["fps"] == 30 and eps[i]["achieved_fps"] == pytest.approx(30, abs=1)
+            missed = int(ep.tick_index[-1] + 1 - ep.frame_count)
+        assert eps[i]["fps"] == 30 and eps[i]["missed_ticks"] == missed
         assert eps[i]["cameras"][0]["width"] == 1920 and eps[i]["cameras"][0]["encoding"] == "jpeg"
         assert eps[i]["cameras"][0]["repeated_frames"] == repeats
-        assert eps[i]["flags"] == ([f"wrist: {repeats} repeated frames"] if repeats else []), eps[i]["flags"]
+        if not missed:  # as usual; a busy CI machine can stall the sampler now and then (counted, and flagged)
+            assert eps[i]["achieved_fps"] == pytest.approx(30, abs=1)
+            assert eps[i]["flags"] == ([f"wrist: {repeats} repeated frames"] if repeats else []), eps[i]["flags"]
     assert eps[2]["missed_ticks"] == 30 and eps[2]["frames"] == 60
     assert any(f.startswith("low fps") for f in eps[2]["flags"])
     assert eps[3]["longest_frozen_s"] == pytest.approx(50 / 30, abs=0.01)
