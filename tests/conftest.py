@@ -46,6 +46,12 @@ def capture(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def start_capture(*args: str) -> subprocess.Popen:
+    """Start slarm-capture without a terminal, to read what it prints (stdout and stderr) line by line."""
+    return subprocess.Popen([sys.executable, "-m", "capture.cli", *args], cwd=ROOT, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def spawn_capture(*args: str, timeout: float = 60) -> pexpect.spawn:
     """Start slarm-capture in a pseudo-terminal, to drive it with real key presses."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}

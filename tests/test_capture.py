@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.sim.camera_server import FRAMES, barcode_value
-from conftest import ROOT, capture, device_pids, episodes_dir, spawn_capture, write_config
+from conftest import capture, device_pids, episodes_dir, spawn_capture, start_capture, write_config
 
 
 def torque_writes(output: str) -> list[str]:
@@ -311,9 +309,7 @@ def test_log_shows_when_a_camera_falls_behind(config):
     """Without a terminal (a log file, CI) the status line is not redrawn: a line is printed when
     it changes in more than its figures. So a log shows the episode starting and, as its own line,
     the camera falling behind, without a line per tick."""
-    proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "--config", str(config), "--sim", "--episodes", "1",
-                             "--episode-time", "3", "--preview", "off"], cwd=ROOT, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "3", "--preview", "off")
     lines, hung = [], threading.Timer(60, proc.kill)  # a hang fails the test instead of stalling the run
     hung.start()
     for line in proc.stdout:
