@@ -1,5 +1,6 @@
-"""Live preview in Rerun: every camera (JPEG bytes logged as encoded images, no decoding here)
-and the state values. Runs on its own thread and only ever looks at the newest tick, so a
+"""Live preview in Rerun: every camera (JPEG bytes logged as encoded images, no decoding here;
+the standard Huffman tables written in where the camera left them out, see mjpeg.py) and the
+state values. Runs on its own thread and only ever looks at the newest tick, so a
 slow viewer drops preview frames, never recording ticks.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import threading
 
 from .episode_file import Tick
+from .mjpeg import with_huffman_tables
 
 MODES = ("spawn", "serve", "off")
 MAX_RATE_HZ = 30.0
@@ -70,7 +72,8 @@ class Preview:
             rr.set_time("capture_time", duration=tick.time)
             for name, frame in tick.frames.items():
                 if encodings[name] == "jpeg":
-                    rr.log(f"camera/{name}", rr.EncodedImage(contents=frame.data, media_type="image/jpeg"))
+                    jpeg = with_huffman_tables(frame.data)
+                    rr.log(f"camera/{name}", rr.EncodedImage(contents=jpeg, media_type="image/jpeg"))
                 else:
                     rr.log(f"camera/{name}", rr.Image(frame.data))
             for name, value in zip(self.state_names, tick.state.tolist()):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from capture.mjpeg import with_huffman_tables
+
 RESIZE_MODES = ("stretch", "crop", "pad")
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -122,8 +124,8 @@ def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> li
     from torchvision.io import ImageReadMode, decode_jpeg
 
     frames = [ep.frame(camera, r) for r in rows]
-    if frames[0].ndim == 1:  # JPEG bytes
-        data = [torch.from_numpy(np.array(f)) for f in frames]
+    if frames[0].ndim == 1:  # JPEG bytes; nvJPEG is given the Huffman tables a webcam left out
+        data = [torch.from_numpy(np.frombuffer(with_huffman_tables(f), np.uint8).copy()) for f in frames]
         try:
             decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError as e:

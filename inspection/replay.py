@@ -1,11 +1,13 @@
 """Replay one raw episode into Rerun: every camera frame and state value on the episode's own
-timeline (seconds from its first tick, and the tick number)."""
+timeline (seconds from its first tick, and the tick number). JPEG frames get the standard
+Huffman tables where the camera left them out (capture/mjpeg.py), so the viewer can decode them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from capture.episode_file import open_episode
+from capture.mjpeg import with_huffman_tables
 
 
 def replay(path: Path, save: Path | None = None) -> None:
@@ -23,7 +25,8 @@ def replay(path: Path, save: Path | None = None) -> None:
             for name, cam in ep.cameras.items():
                 frame = ep.frame(name, i)
                 if cam.encoding == "jpeg":
-                    rr.log(f"camera/{name}", rr.EncodedImage(contents=frame, media_type="image/jpeg"))
+                    jpeg = with_huffman_tables(frame)
+                    rr.log(f"camera/{name}", rr.EncodedImage(contents=jpeg, media_type="image/jpeg"))
                 else:
                     rr.log(f"camera/{name}", rr.Image(frame))
             for j, name in enumerate(ep.state_names):

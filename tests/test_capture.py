@@ -17,7 +17,8 @@ import pytest
 
 from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
-from capture.sim.camera_server import FRAMES, barcode_value
+from capture.mjpeg import without_huffman_tables
+from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
 from conftest import capture, device_pids, episodes_dir, spawn_capture, start_capture, write_config
 
 
@@ -54,10 +55,11 @@ def check_episode(path: Path, fps: int = 30) -> None:
         assert (cam.width, cam.height, cam.encoding) == (1920, 1080, "jpeg")
         assert np.all(np.diff(cam.capture_time) >= 0)
         assert np.all(np.abs(cam.capture_time - ep.timestamp) < 0.2), "each frame is the camera's latest"
+        sent = [without_huffman_tables(f) for f in encoded_frames(1920, 1080)]  # as the simulated webcam sends them
         for i in (0, n // 2, n - 1):
             jpg = ep.frame("wrist", i)
-            assert jpg[:2].tobytes() == b"\xff\xd8", "stored as JPEG bytes"
-            img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+            assert jpg.tobytes() == sent[cam.frame_seq[i] % FRAMES], "stored exactly as the camera sent it"
+            img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)  # with no Huffman tables in it
             assert img.shape == (1080, 1920, 3)
             assert barcode_value(img[:, :, ::-1]) == cam.frame_seq[i] % FRAMES, "frame matches its frame number"
         assert_frames_read_from_the_file(ep)

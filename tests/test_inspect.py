@@ -16,7 +16,9 @@ import pytest
 
 from capture.cameras import Frame
 from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode
+from capture.mjpeg import with_huffman_tables
 from conftest import ROOT, capture, episodes_dir, write_config
+from test_mjpeg import tables_before_scan
 from test_convert import convert, load, tree_digest
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
@@ -122,12 +124,19 @@ def test_rerun_replays_an_episode_on_its_timeline(recordings, tmp_path):
     import rerun.experimental as rx
 
     rows: dict[str, int] = {}
+    first_image = None
     for chunk in rx.RrdReader(out).stream():
         rows[chunk.entity_path] = rows.get(chunk.entity_path, 0) + chunk.num_rows
+        if chunk.entity_path == "/camera/wrist" and first_image is None:
+            first_image = chunk.to_record_batch().column("EncodedImage:blob")[0].values[0].values.to_numpy().tobytes()
     with open_episode(recordings / "episode_000001.h5") as ep:
         n = ep.frame_count
+        stored = ep.frame("wrist", 0).tobytes()
     assert rows["/camera/wrist"] == n
     assert all(rows[f"/state/{name}"] == n for name in NAMES)
+    # the simulated webcam, as many real ones, leaves out the Huffman tables; the viewer gets them
+    assert not tables_before_scan(stored) and tables_before_scan(first_image)
+    assert first_image == with_huffman_tables(stored)
 
     r = inspect(recordings, "--rerun", "9", "--save", out)
     assert r.returncode == 2 and "no complete episode 9" in r.stderr and "episodes: 0, 1, 2, 3" in r.stderr

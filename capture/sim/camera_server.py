@@ -2,7 +2,8 @@
 
 It serves pre-encoded JPEG frames (encoded once, cached on disk) over a Unix socket at its
 frame rate, each stamped with its frame number and capture time (time.monotonic, which is
-system-wide). Every frame shows its counter as text and as a barcode strip along the
+system-wide), and sent without Huffman tables, as many USB webcams send MJPEG (see
+capture/mjpeg.py). Every frame shows its counter as text and as a barcode strip along the
 bottom edge (one block per bit, readable after any resize), so tests can tell which frame
 ended up where. While the file given as --dim-file exists, the camera sends half its frame
 rate, as a USB camera on auto exposure does in dim light.
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from capture.mjpeg import without_huffman_tables
 from capture.processes import alive as _alive
 
 import numpy as np
@@ -94,7 +96,7 @@ def encoded_frames(width: int, height: int, quality: int = 90) -> list[bytes]:
 
 def serve(sock_path: Path, width: int, height: int, fps: int, parent_pid: int | None,
           dim_file: Path | None = None) -> None:
-    frames = encoded_frames(width, height)
+    frames = [without_huffman_tables(f) for f in encoded_frames(width, height)]
     sock_path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(sock_path))

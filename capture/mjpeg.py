@@ -1,0 +1,88 @@
+"""JPEG frames from USB cameras in MJPG mode, which often leave out their Huffman tables.
+
+The UVC payload format for MJPEG makes the DHT segment optional: a frame without one is coded
+with the standard tables of ISO 10918-1, annex K.3, and many webcams save the bytes. Such
+frames are stored as delivered. libjpeg-turbo (OpenCV, Pillow, torchvision on the CPU) decodes
+them; decoders that do not know the convention (some GPU, browser and image-library ones)
+refuse them. `with_huffman_tables()` writes the standard tables into such a frame for those decoders;
+the pixels do not change.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+SOS, DHT = 0xDA, 0xC4
+_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # markers without a length field: TEM, RST0-7
+
+
+def with_huffman_tables(jpeg):
+    """The frame, with the standard Huffman tables inserted before its scan when it has none
+    (bytes); otherwise the frame itself, unchanged and not copied."""
+    head = memoryview(jpeg).cast("B")
+    i = _scan_start(head)
+    if i is None:
+        return jpeg
+    return b"".join((head[:i], standard_tables(), head[i:]))
+
+
+def without_huffman_tables(jpeg: bytes) -> bytes:
+    """The frame with its DHT segments removed, as such a camera sends it (the simulated camera;
+    the tables must be the standard ones for the frame to stay decodable)."""
+    out, i = [jpeg[:2]], 2
+    for marker, start, end in _segments(jpeg):
+        if marker != DHT:
+            out.append(jpeg[start:end])
+        i = end
+        if marker == SOS:
+            break
+    return b"".join(out) + jpeg[i:]
+
+
+@cache
+def standard_tables() -> bytes:
+    """The DHT segments of the K.3 tables, as libjpeg writes them when not asked to optimise."""
+    import cv2
+    import numpy as np
+
+    ok, jpg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8), [cv2.IMWRITE_JPEG_OPTIMIZE, 0])
+    data = jpg.tobytes()
+    return b"".join(data[start:end] for marker, start, end in _segments(data) if marker == DHT)
+
+
+def _scan_start(data) -> int | None:
+    """Where the first scan (SOS) starts, if no Huffman table comes before it; None if one
+    does, or if the header cannot be walked (the decoder then says what is wrong)."""
+    for marker, start, _ in _segments(data):
+        if marker == DHT:
+            return None
+        if marker == SOS:
+            return start
+    return None
+
+
+def _segments(data):
+    """(marker, start, end) of each header segment from after SOI up to and including SOS."""
+    i, n = 2, len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _NO_LENGTH:
+            yield marker, i, i + 2
+            i += 2
+            continue
+        if i + 3 >= n:
+            return
+        end = i + 2 + (data[i + 2] << 8 | data[i + 3])
+        if end > n:
+            return
+        yield marker, i, end
+        if marker == SOS:
+            return
+        i = end
