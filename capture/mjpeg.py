@@ -4,8 +4,8 @@ The UVC payload format for MJPEG makes the DHT segment optional: a frame without
 with the standard tables of ISO 10918-1, annex K.3, and many webcams save the bytes. Such
 frames are stored as delivered. libjpeg-turbo (OpenCV, Pillow, torchvision on the CPU) decodes
 them; decoders that do not know the convention (some GPU, browser and image-library ones)
-refuse them. `with_huffman_tables()` writes the standard tables into such a frame for those decoders;
-the pixels do not change.
+refuse them. `with_huffman_tables()` writes the standard tables into such a frame for those
+decoders; the pixels do not change.
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ def without_huffman_tables(jpeg: bytes) -> bytes:
     """The frame with its DHT segments removed, as such a camera sends it (the simulated camera;
     the tables must be the standard ones for the frame to stay decodable)."""
     out, i = [jpeg[:2]], 2
-    for marker, start, end in _segments(jpeg):
+    for marker, start, end in _segments(jpeg):  # up to and including the scan header
         if marker != DHT:
             out.append(jpeg[start:end])
         i = end
-        if marker == SOS:
-            break
     return b"".join(out) + jpeg[i:]
 
 
