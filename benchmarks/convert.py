@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/convert.py                       # 20 episodes x 300 frames
     .venv/bin/python benchmarks/convert.py --episodes 4 --frames 150
     .venv/bin/python benchmarks/convert.py --workers 1,2 --no-baseline   # frames/s by workers
-    .venv/bin/python benchmarks/convert.py --device cuda --workers 1,2,4 --no-baseline   # on a GPU machine
+    .venv/bin/python benchmarks/convert.py --device cuda --workers 1,4,8,16 --no-baseline   # on a GPU machine
 
 Raw episodes are made directly in the raw format (1920x1080 JPEG frames of realistic
 content, about 250-300 KB each, from the simulated camera) so the benchmark does not
@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--workers", default=str(os.cpu_count()), help="comma-separated worker counts to time")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--codec", default="libsvtav1", help="slarm-convert's --codec (the baseline: LeRobot's default)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the straightforward approach")
     ap.add_argument("--straightforward", nargs=2, metavar=("RAW", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=2, help="runs of each, alternately; the best counts")
@@ -115,7 +116,7 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 t = time.monotonic()
                 r = subprocess.run([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", str(workers),
-                                    "--device", a.device], cwd=ROOT, capture_output=True, text=True)
+                                    "--device", a.device, "--codec", a.codec], cwd=ROOT, capture_output=True, text=True)
                 runs.append(time.monotonic() - t)
                 if r.returncode != 0:
                     sys.exit(r.stdout + r.stderr)
@@ -129,9 +130,8 @@ def main() -> None:
                 if r.returncode != 0:
                     sys.exit(r.stdout + r.stderr)
 
-    codec = "h264_nvenc" if a.device == "cuda" else "libsvtav1"
     print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
-          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({codec}), {os.cpu_count()} cores, "
+          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({a.codec}), {os.cpu_count()} cores, "
           f"--device {a.device}")
     for workers, secs in timings.items():
         print(f"  slarm-convert      {n / min(secs):7.1f} frames/s  (best {min(secs):.1f} s of {_listed(secs)} s; workers = {workers})")

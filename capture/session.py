@@ -164,9 +164,7 @@ class Session:
         self.recording_index = index
 
     def _episode_attrs(self) -> dict:
-        from importlib.metadata import version
-
-        software = {"slarm": version("slarm"), "lerobot": version("lerobot"), "h5py": version("h5py"),
+        software = {"slarm": _version("slarm"), "lerobot": _version("lerobot"), "h5py": _version("h5py"),
                     "python": platform.python_version(), "platform": platform.platform()}
         return {
             "fps": self.cfg.fps,
@@ -288,3 +286,13 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, on_term)
     if sys.platform != "win32":
         signal.signal(signal.SIGHUP, on_term)
+
+
+def _version(package: str) -> str:
+    """The installed version of `package`, or "not installed" (e.g. slarm run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"

@@ -49,13 +49,13 @@ def parse_size(ctx, param, value):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="v3.0", show_default=True,
               help="LeRobot dataset format: v3.0 (LeRobot 0.4+, videos) or v2.1 (OpenPI; JPEG images in parquet).")
 @click.option("--codec", type=click.Choice(CODECS), default=None,
-              help="v3.0 video codec, with LeRobot's settings for it. Default: libsvtav1 (h264_nvenc with --device cuda).")
+              help="v3.0 video codec, with LeRobot's settings for it. Default: libsvtav1 (LeRobot's default).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=80, show_default=True,
               help="v2.1: JPEG quality of the embedded images.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Episodes converted in parallel. Default: number of cores (1 with --device cuda).")
+              help="Episodes converted in parallel. Default: number of cores (a quarter of them with --device cuda).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG); cuda encodes with h264_nvenc.")
+              help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG). Encoding follows --codec.")
 @click.option("--task", help="Task text for every episode. Default: the one stored in each raw episode.")
 @click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
 @click.option("--private", is_flag=True, help="Make the Hub repository private.")
@@ -88,8 +88,8 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     width, height = size or (256, 256)
     if device == "cuda":
         _check_cuda()
-        workers = workers or 1
-    codec = codec or ("h264_nvenc" if device == "cuda" else "libsvtav1")
+        workers = workers or max(1, (os.cpu_count() or 1) // 4)  # measured: README, "Batch conversion"
+    codec = codec or "libsvtav1"
     settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
     layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
 
@@ -100,8 +100,9 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         try:
             check_codec(codec)
         except ValueError as e:
-            hint = "the NVIDIA driver has no video encoder here? Try --codec h264." if "nvenc" in codec else \
-                "Use libsvtav1 (default) or h264."
+            hint = ("NVENC needs an NVIDIA GPU that has a video encoder (data-centre GPUs such as the A100, H100 "
+                    "and H200 have none) and its driver; use libsvtav1 (default) or h264." if "nvenc" in codec
+                    else "Use libsvtav1 (default) or h264.")
             _fail(f"--codec {codec}: {e}. {hint}", EXIT_USAGE)
 
     sources, problems = find(list(raw_dirs))

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from capture.episode_file import open_episode
+from convert.encoding import check_codec
 from convert.frames import training_images, training_images_torch
 from convert.settings import Settings
 from convert.timeline import grid_rows
@@ -44,13 +45,27 @@ def test_device_cuda_without_a_gpu_is_one_clear_message(raw, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def _nvenc() -> bool:
+    try:
+        check_codec("h264_nvenc")
+        return True
+    except ValueError:
+        return False
+
+
 @pytest.mark.skipif(not GPU, reason="needs an NVIDIA GPU")
-def test_convert_on_the_gpu_matches_the_cpu(raw, tmp_path):
-    r = convert(raw, tmp_path / "gpu", "--device", "cuda")
+@pytest.mark.parametrize("codec", ["libsvtav1", "h264_nvenc"])
+def test_convert_on_the_gpu_matches_the_cpu(raw, tmp_path, codec):
+    if codec == "h264_nvenc" and not _nvenc():
+        pytest.skip("this GPU has no NVENC video encoder (A100, H100, H200 have none)")
+    default = [] if codec == "libsvtav1" else ["--codec", codec]  # the GPU decodes; the codec stays LeRobot's default
+    r = convert(raw, tmp_path / "gpu", "--device", "cuda", *default)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert convert(raw, tmp_path / "cpu", "--codec", "h264_nvenc").returncode == 0
+    assert convert(raw, tmp_path / "cpu", "--codec", codec).returncode == 0
     gpu, cpu = load(tmp_path / "gpu"), load(tmp_path / "cpu")
     assert (gpu.num_episodes, len(gpu)) == (cpu.num_episodes, len(cpu))
+    codec_of = lambda ds: ds.meta.features["observation.images.wrist"]["info"]["video.codec"]  # noqa: E731
+    assert codec_of(gpu) == codec_of(cpu)
     np.testing.assert_array_equal(column(gpu, "observation.state"), column(cpu, "observation.state"))
     for i in (0, len(gpu) - 1):
         diff = (gpu[i]["observation.images.wrist"] - cpu[i]["observation.images.wrist"]).abs().mean()
