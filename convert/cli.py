@@ -88,7 +88,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     width, height = size or (256, 256)
     if device == "cuda":
         _check_cuda()
-        workers = workers or max(1, (os.cpu_count() or 1) // 4)  # measured: README, "Batch conversion"
+        workers = workers or max(1, (os.cpu_count() or 1) // 4)  # measured on an H100 machine: README, "Figures"
     codec = codec or "libsvtav1"
     settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
     layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
