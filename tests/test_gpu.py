@@ -53,19 +53,22 @@ def _nvenc() -> bool:
         return False
 
 
+def _video_codec(ds) -> str:
+    return ds.meta.features["observation.images.wrist"]["info"]["video.codec"]
+
+
 @pytest.mark.skipif(not GPU, reason="needs an NVIDIA GPU")
 @pytest.mark.parametrize("codec", ["libsvtav1", "h264_nvenc"])
 def test_convert_on_the_gpu_matches_the_cpu(raw, tmp_path, codec):
     if codec == "h264_nvenc" and not _nvenc():
         pytest.skip("this GPU has no NVENC video encoder (A100, H100, H200 have none)")
-    default = [] if codec == "libsvtav1" else ["--codec", codec]  # the GPU decodes; the codec stays LeRobot's default
-    r = convert(raw, tmp_path / "gpu", "--device", "cuda", *default)
+    codec_args = [] if codec == "libsvtav1" else ["--codec", codec]  # libsvtav1: what --device cuda uses by default
+    r = convert(raw, tmp_path / "gpu", "--device", "cuda", *codec_args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert convert(raw, tmp_path / "cpu", "--codec", codec).returncode == 0
     gpu, cpu = load(tmp_path / "gpu"), load(tmp_path / "cpu")
     assert (gpu.num_episodes, len(gpu)) == (cpu.num_episodes, len(cpu))
-    codec_of = lambda ds: ds.meta.features["observation.images.wrist"]["info"]["video.codec"]  # noqa: E731
-    assert codec_of(gpu) == codec_of(cpu)
+    assert _video_codec(gpu) == _video_codec(cpu)
     np.testing.assert_array_equal(column(gpu, "observation.state"), column(cpu, "observation.state"))
     for i in (0, len(gpu) - 1):
         diff = (gpu[i]["observation.images.wrist"] - cpu[i]["observation.images.wrist"]).abs().mean()
