@@ -98,7 +98,8 @@ def main(config_path, sim, episodes, episode_time, preview):
         except KeyboardInterrupt:
             out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
         out.close()
-        out.message(f"done: {session.saved} episodes saved, {session.discarded} discarded, in {cfg.episodes_dir}")
+        saved = f"{session.saved} episode" + ("" if session.saved == 1 else "s")
+        out.message(f"done: {saved} saved, {session.discarded} discarded, in {cfg.episodes_dir}")
     except CalibrationError as e:
         out.message(f"error: {e}")
         code = EXIT_USAGE

@@ -31,11 +31,18 @@ def parse_size(ctx, param, value):
         return None
     try:
         w, h = (int(x) for x in value.lower().split("x"))
-        if w < 8 or h < 8 or w > 4096 or h > 4096:
-            raise ValueError
     except ValueError:
         raise click.BadParameter(f"{value!r}: expected WIDTHxHEIGHT, e.g. 256x256 or 224x224") from None
+    if not (8 <= w <= 4096 and 8 <= h <= 4096):
+        raise click.BadParameter(f"{value!r}: width and height must each be between 8 and 4096 pixels")
     return w, h
+
+
+def parse_task(ctx, param, value):
+    if value is not None and not value.strip():
+        raise click.BadParameter("empty; give the task in words (e.g. \"pick up the red cube\"), "
+                                 "or leave --task out to keep the one stored in each episode")
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +63,7 @@ def parse_size(ctx, param, value):
               help="Episodes converted in parallel. Default: number of cores (a quarter of them with --device cuda).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG). Encoding follows --codec.")
-@click.option("--task", help="Task text for every episode. Default: the one stored in each raw episode.")
+@click.option("--task", callback=parse_task, help="Task text for every episode. Default: the one stored in each raw episode.")
 @click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
 @click.option("--private", is_flag=True, help="Make the Hub repository private.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Take size and Hub settings from this capture config.")
@@ -98,11 +105,16 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             _fail(f"{d}: no such folder of raw episodes (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})", EXIT_USAGE)
     if fmt == "v3.0":
         try:
-            check_codec(codec)
+            check_codec(codec, width, height)
         except ValueError as e:
-            hint = ("NVENC needs an NVIDIA GPU that has a video encoder (data-centre GPUs such as the A100, H100 "
-                    "and H200 have none) and its driver; use libsvtav1 (default) or h264." if "nvenc" in codec
-                    else "Use libsvtav1 (default) or h264.")
+            if f"for {width}x{height}" in str(e):
+                hint = (f"Choose another --size ({codec} needs an even width and height, and may refuse very small "
+                        "images), or use libsvtav1 (default).")
+            elif "nvenc" in codec:
+                hint = ("NVENC needs an NVIDIA GPU that has a video encoder (data-centre GPUs such as the A100, "
+                        "H100 and H200 have none) and its driver; use libsvtav1 (default) or h264.")
+            else:
+                hint = "Use libsvtav1 (default) or h264."
             _fail(f"--codec {codec}: {e}. {hint}", EXIT_USAGE)
 
     sources, problems = find(list(raw_dirs))
@@ -130,7 +142,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             seen.add(s.uuid)
     skipped = len(sources) - len(new)
     if not new:
-        click.echo(f"nothing to add: {dataset_dir} already holds all {len(sources)} episodes")
+        click.echo(f"nothing to add: {dataset_dir} already holds all {_episodes(len(sources))}")
         if repo_id:  # so that re-running the command retries a failed push
             _push(dataset_dir, repo_id, private_flag, fmt)
         return
@@ -171,10 +183,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     elapsed = time.monotonic() - started
     repeated = sum(r["repeated"] for _, _, r in done)
     click.echo(
-        f"done: {len(done)} episodes added, {skipped} already there"
+        f"done: {_episodes(len(done))} added, {skipped} already there"
         + (f", {len(damaged)} damaged skipped" if damaged else "") + f"; {frames} frames "
         f"({repeated} repeated for missed ticks); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
-        f"{dataset_dir} now holds {len(episodes)} episodes"
+        f"{dataset_dir} now holds {_episodes(len(episodes))}"
     )
     if repo_id:
         _push(dataset_dir, repo_id, private_flag, fmt)
@@ -230,6 +242,10 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
                    f"log in (hf auth login) and run the same command again to retry:\n  {cmd}")
         sys.exit(EXIT_FAILURE)
     click.echo(f"pushed to https://huggingface.co/datasets/{repo_id}")
+
+
+def _episodes(n: int) -> str:
+    return f"{n} episode" + ("" if n == 1 else "s")
 
 
 def _quiet_libraries() -> None:

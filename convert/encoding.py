@@ -17,6 +17,8 @@ import numpy as np
 # LeRobot's VideoEncoderConfig defaults: pixel format, GOP (keyframe interval), CRF, SVT-AV1 preset
 PIX_FMT, GOP, CRF, SVTAV1_PRESET = "yuv420p", 2, 30, 12
 CODECS = ("libsvtav1", "h264", "hevc", "h264_nvenc", "hevc_nvenc")
+# Messages only, not the encoding: x265 prints ~30 lines per file on stderr (SVT-AV1: SVT_LOG)
+QUIET = {"hevc": {"x265-params": "log-level=error"}}
 
 
 def codec_options(codec: str, threads: int | None) -> dict[str, str]:
@@ -36,18 +38,21 @@ def codec_options(codec: str, threads: int | None) -> dict[str, str]:
     return opts
 
 
-def check_codec(codec: str) -> None:
-    """Raises ValueError saying why `codec` cannot encode on this machine. FFmpeg may list a
-    hardware encoder (h264_nvenc) that fails to open without its GPU, so open it once."""
-    try:
-        ctx = av.CodecContext.create(codec, "w")
-        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 64, 64, PIX_FMT, Fraction(1, 30)
-        ctx.options = codec_options(codec, 1)
-        ctx.open()
-    except Exception as e:
-        raise ValueError(f"the encoder cannot be opened on this machine ({e})") from None
-    finally:
-        normal_priority()
+def check_codec(codec: str, width: int = 64, height: int = 64) -> None:
+    """Raises ValueError saying why `codec` cannot encode width x height images on this machine.
+    FFmpeg may list a hardware encoder (h264_nvenc) that fails to open without its GPU, and
+    an encoder may refuse a size (libx264 in yuv420p: odd sides), so open it once, as used."""
+    for w, h in dict.fromkeys([(64, 64), (width, height)]):
+        try:
+            ctx = av.CodecContext.create(codec, "w")
+            ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = w, h, PIX_FMT, Fraction(1, 30)
+            ctx.options = codec_options(codec, 1) | QUIET.get(codec, {})
+            ctx.open()
+        except Exception as e:
+            where = "on this machine" if (w, h) == (64, 64) else f"for {w}x{h} images"
+            raise ValueError(f"the encoder cannot be opened {where} ({e})") from None
+        finally:
+            normal_priority()
 
 
 class VideoWriter:
@@ -62,7 +67,8 @@ class VideoWriter:
 
     def add(self, image: np.ndarray) -> None:
         if self.stream is None:
-            self.stream = self.container.add_stream(self.codec, self.fps, options=codec_options(self.codec, self.threads))
+            options = codec_options(self.codec, self.threads) | QUIET.get(self.codec, {})
+            self.stream = self.container.add_stream(self.codec, self.fps, options=options)
             self.stream.pix_fmt, self.stream.width, self.stream.height = PIX_FMT, image.shape[1], image.shape[0]
             self.stream.time_base = Fraction(1, self.fps)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")

@@ -268,7 +268,7 @@ def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
     time.sleep(1.0)
     p.sendintr()
     p.expect("interrupted")
-    p.expect("done: 1 episodes saved")
+    p.expect("done: 1 episode saved")
     p.expect(pexpect_eof())
     p.close()
     assert p.exitstatus == 0

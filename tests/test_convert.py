@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
 from conftest import ROOT, capture, episodes_dir, write_config
-from convert.encoding import CODECS, codec_options
+from convert.encoding import CODECS, VideoWriter, codec_options
 from convert.frames import to_image
 from convert.stats import ImageHistogram, image_stats, sample_indices
 
@@ -126,7 +127,7 @@ def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_pat
     assert r.returncode == 0, r.stdout
     r = convert(raw, out)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "done: 1 episodes added, 2 already there; 30 frames" in r.stdout
+    assert "done: 1 episode added, 2 already there; 30 frames" in r.stdout
     ds = load(out)
     assert ds.num_episodes == 3 and len(ds) == 120
 
@@ -203,7 +204,7 @@ def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded,
 
     r = convert(raw, out)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "done: 1 episodes added, 1 already there" in r.stdout
+    assert "done: 1 episode added, 1 already there" in r.stdout
     assert load(out).num_episodes == 2
     assert not list(tmp_path.glob(".slarm-work-*")), "work folders of killed runs are cleaned up"
 
@@ -233,7 +234,7 @@ def test_an_episode_with_a_damaged_frame_is_skipped_and_named(raw, tmp_path):
     r = convert(raw, tmp_path / "ds", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"warning: {files[0]}: camera wrist, frame 20: not a decodable JPEG frame; skipped" in r.stdout
-    assert "done: 1 episodes added, 0 already there, 1 damaged skipped; 45 frames" in r.stdout
+    assert "done: 1 episode added, 0 already there, 1 damaged skipped; 45 frames" in r.stdout
     assert load(tmp_path / "ds").num_episodes == 1
 
     before = tree_digest(tmp_path / "ds")  # again: the one new episode is the damaged one
@@ -249,6 +250,11 @@ def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     assert not (tmp_path / "ds").exists()
     r = convert(raw, tmp_path / "ds", "--size", "big")
     assert r.returncode == 2 and "expected WIDTHxHEIGHT" in r.stderr
+    r = convert(raw, tmp_path / "ds", "--size", "255x255", "--codec", "h264")  # libx264 in yuv420p: even sides
+    assert r.returncode == 2 and "cannot be opened for 255x255 images" in r.stdout and "--size" in r.stdout
+    assert not (tmp_path / "ds").exists()
+    r = convert(raw, tmp_path / "ds", "--task", " ")  # e.g. --task "$TASK" with TASK unset
+    assert r.returncode == 2 and "'--task': empty" in r.stderr
     r = convert(tmp_path / "nowhere", tmp_path / "ds")
     assert r.returncode == 2 and "no such folder of raw episodes" in r.stdout
     (tmp_path / "notes").mkdir()
@@ -368,6 +374,18 @@ def test_episode_tables_skip_only_a_no_op_embedding(tmp_path):
                                         features=datasets.Features({"image": datasets.Image()}))
     embedded = embed(images).with_format("arrow")[:]
     assert embedded.column("image")[0]["bytes"].as_py() == (tmp_path / "frame.png").read_bytes()
+
+
+def test_hevc_encodes_without_flooding_the_terminal(tmp_path, capfd):
+    """x265 prints its banner and a summary per file on stderr unless told not to: with 20
+    episodes that pushed the progress bar and the summary off the screen."""
+    w = VideoWriter(tmp_path / "v.mp4", 30, "hevc", 1)
+    for i in range(5):
+        w.add(np.full((64, 64, 3), i * 10, np.uint8))
+    w.close()
+    assert "x265" not in capfd.readouterr().err
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "hevc" and len(list(c.decode(video=0))) == 5
 
 
 def test_encoding_leaves_no_real_time_threads(tmp_path):
