@@ -13,7 +13,7 @@ from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
 from .preview import MODES, Preview
 from .session import AutoEpisodes, Session, SessionError, install_signal_handlers
-from .status import Output
+from .status import Output, count
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -98,7 +98,7 @@ def main(config_path, sim, episodes, episode_time, preview):
         except KeyboardInterrupt:
             out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
         out.close()
-        saved = f"{session.saved} episode" + ("" if session.saved == 1 else "s")
+        saved = count(session.saved, "episode")
         out.message(f"done: {saved} saved, {session.discarded} discarded, in {cfg.episodes_dir}")
     except CalibrationError as e:
         out.message(f"error: {e}")

@@ -19,7 +19,7 @@ from . import keys as K
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
 from .sampler import Sampler
-from .status import Output
+from .status import Output, count
 
 RETRY_EVERY_S = 1.0
 SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
@@ -75,7 +75,7 @@ class Session:
         if complete:
             self._check_compatible(complete[-1])
             self.next_index = episode_index(complete[-1]) + 1
-            self.out.message(f"resuming: {len(complete)} episodes in {self.folder}, next is episode {self.next_index}")
+            self.out.message(f"resuming: {count(len(complete), 'episode')} in {self.folder}, next is episode {self.next_index}")
 
     def _check_compatible(self, last: Path) -> None:
         try:
@@ -115,7 +115,7 @@ class Session:
 
     def _help(self) -> str:
         if self.auto is not None:
-            return (f"recording {self.auto.count} episodes of {self.auto.seconds:g} s into {self.folder}"
+            return (f"recording {count(self.auto.count, 'episode')} of {self.auto.seconds:g} s into {self.folder}"
                     + (" (SPACE/R/ESC still work)" if self.keys.source != "none" else ""))
         return f"recording into {self.folder}: SPACE start/stop, R discard, ESC quit ({self.keys.source} keys)"
 
@@ -192,10 +192,10 @@ class Session:
             return
         self.saved += 1
         self.next_index = self.recording_index + 1
-        missed = episode.missed_ticks
+        frames, missed = episode.ticks_put, episode.missed_ticks
         self.out.message(
-            f"saved episode {self.recording_index}: {episode.ticks_put} frames, {episode.duration:.1f}s"
-            + (f", {missed} missed ticks" if missed else "") + f" -> {path}"
+            f"saved episode {self.recording_index}: {count(frames, 'frame')}, {episode.duration:.1f}s"
+            + (f", {count(missed, 'missed tick')}" if missed else "") + f" -> {path}"
         )
         for cam, gave, asked in self._slow_cameras(episode):
             self.out.message(

@@ -48,3 +48,8 @@ class Output:
             self.stream.write("\n")
             self.stream.flush()
             self._line = ""
+
+
+def count(n: int, noun: str) -> str:
+    """'1 episode', '2 episodes'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

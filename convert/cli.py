@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from capture import config as C
+from capture.status import count
 
 from . import target as T
 from . import v21, v30
@@ -142,7 +143,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             seen.add(s.uuid)
     skipped = len(sources) - len(new)
     if not new:
-        click.echo(f"nothing to add: {dataset_dir} already holds all {_episodes(len(sources))}")
+        click.echo(f"nothing to add: {dataset_dir} already holds all {count(len(sources), 'episode')}")
         if repo_id:  # so that re-running the command retries a failed push
             _push(dataset_dir, repo_id, private_flag, fmt)
         return
@@ -183,10 +184,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     elapsed = time.monotonic() - started
     repeated = sum(r["repeated"] for _, _, r in done)
     click.echo(
-        f"done: {_episodes(len(done))} added, {skipped} already there"
+        f"done: {count(len(done), 'episode')} added, {skipped} already there"
         + (f", {len(damaged)} damaged skipped" if damaged else "") + f"; {frames} frames "
         f"({repeated} repeated for missed ticks); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
-        f"{dataset_dir} now holds {_episodes(len(episodes))}"
+        f"{dataset_dir} now holds {count(len(episodes), 'episode')}"
     )
     if repo_id:
         _push(dataset_dir, repo_id, private_flag, fmt)
@@ -242,10 +243,6 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
                    f"log in (hf auth login) and run the same command again to retry:\n  {cmd}")
         sys.exit(EXIT_FAILURE)
     click.echo(f"pushed to https://huggingface.co/datasets/{repo_id}")
-
-
-def _episodes(n: int) -> str:
-    return f"{n} episode" + ("" if n == 1 else "s")
 
 
 def _quiet_libraries() -> None:

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from capture.status import count
+
 from .frames import UnreadableFrame
 from .settings import Settings
 from .sources import Source
@@ -44,7 +46,7 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                initargs=(os.getpid(), stopping, threads))
     futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
-    desc = f"converting {len(new)} episode" + ("" if len(new) == 1 else "s")
+    desc = f"converting {count(len(new), 'episode')}"
     bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=desc, disable=None)
     for source, future in zip(new, futures):
         future.add_done_callback(lambda _, frames=source.frames: bar.update(frames))

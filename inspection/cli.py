@@ -9,17 +9,19 @@ from pathlib import Path
 import click
 
 from capture.episode_file import episode_index, list_episodes
+from capture.status import count
 
 from .report import Inspection, inspect
 
 EXIT_OK, EXIT_USAGE = 0, 2
+PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (for scripts) instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG: per episode, state over time and tick timing.")
+              help="Write an image (.png, .svg, .pdf or .jpg): per episode, state over time and tick timing.")
 @click.option("--rerun", "rerun_episode", type=int, metavar="EPISODE",
               help="Replay this episode (its number) in the Rerun viewer.")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path),
@@ -40,6 +42,8 @@ def main(target, as_json, plot, rerun_episode, save):
         _fail(f"{target}: no such folder or episode file (slarm-capture writes to {{raw_dir}}/{{dataset_name}})")
     if save and rerun_episode is None:
         _fail("--save goes with --rerun EPISODE")
+    if plot and plot.suffix.lower() not in PLOT_FORMATS:
+        _fail(f"--plot {plot}: give a file name ending in {', '.join(PLOT_FORMATS)}")
     result = inspect(target)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1))
@@ -51,14 +55,20 @@ def main(target, as_json, plot, rerun_episode, save):
         files = [Path(e.file) for e in result.episodes]
         if not files:
             _fail("nothing to plot: no readable episodes")
-        drawn = draw(files, plot)
-        _note(as_json, f"plot of {drawn} episodes written to {plot}"
+        try:
+            drawn = draw(files, plot)
+        except OSError as e:
+            _fail(f"--plot {plot}: cannot write it ({e})")
+        _note(as_json, f"plot of {count(drawn, 'episode')} written to {plot}"
               + (f" (the first {drawn} of {len(files)})" if drawn < len(files) else ""))
     if rerun_episode is not None:
         from .replay import replay
 
         path = _find(target, rerun_episode)
-        replay(path, save)
+        try:
+            replay(path, save)
+        except (OSError, RuntimeError) as e:  # rerun reports a file it cannot create as RuntimeError
+            _fail(f"--rerun {rerun_episode}: " + (f"cannot write {save} ({e})" if save else f"replay failed ({e})"))
         _note(as_json, f"episode {rerun_episode} replayed " + (f"into {save}" if save else "in the Rerun viewer"))
 
 
@@ -81,8 +91,8 @@ def table(result: Inspection) -> str:
         lines.append(f"unreadable: {u['file']}: {u['reason']}")
     t = result.totals()
     lines.append(
-        f"total: {t['episodes']} episodes, {t['frames']} frames, {t['duration_s']:.1f}s, {t['missed_ticks']} missed "
-        f"ticks, {_size(t['size_bytes'])}; {t['flagged']} flagged, {t['unfinished']} unfinished, "
+        f"total: {count(t['episodes'], 'episode')}, {t['frames']} frames, {t['duration_s']:.1f}s, "
+        f"{t['missed_ticks']} missed ticks, {_size(t['size_bytes'])}; {t['flagged']} flagged, {t['unfinished']} unfinished, "
         f"{t['unreadable']} unreadable")
     return "\n".join(lines)
 

@@ -116,6 +116,12 @@ def test_plot_writes_a_readable_png(recordings, tmp_path):
     assert img.std() > 20, "not blank"
     assert (img < 100).mean() > 0.005, "lines and text are drawn"
 
+    (tmp_path / "a_file").write_text("")
+    for bad, says in ((tmp_path / "review.txt", "give a file name ending in .png"),
+                      (tmp_path / "a_file" / "review.png", "cannot write it")):
+        r = inspect(recordings, "--plot", bad)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
 
 def test_rerun_replays_an_episode_on_its_timeline(recordings, tmp_path):
     out = tmp_path / "ep1.rrd"
@@ -140,6 +146,8 @@ def test_rerun_replays_an_episode_on_its_timeline(recordings, tmp_path):
 
     r = inspect(recordings, "--rerun", "9", "--save", out)
     assert r.returncode == 2 and "no complete episode 9" in r.stderr and "episodes: 0, 1, 2, 3" in r.stderr
+    r = inspect(recordings, "--rerun", "1", "--save", out / "ep1.rrd")  # out is a file, not a folder
+    assert r.returncode == 2 and f"cannot write {out / 'ep1.rrd'}" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_missing_target_is_one_clear_error(tmp_path):
