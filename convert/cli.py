@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -89,10 +90,16 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             cfg = C.load(config_path)
         except C.ConfigError as e:
             _fail(f"config error: {e}", EXIT_USAGE)
-        cam = cfg.cameras[0]
-        size = size or (cam.target_width, cam.target_height)
+        sizes = {c.name: (c.target_width, c.target_height) for c in cfg.cameras}
+        if size is None and len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
+            _fail(f"config error: {config_path}: the cameras' target sizes differ ({listed}); slarm-convert "
+                  "writes one image size for every camera: make them equal, or give --size WxH", EXIT_USAGE)
+        size = size or next(iter(sizes.values()))
         if repo_id is None and cfg.hub.push_to_hub:
             repo_id, private_flag = cfg.hub.repo_id, private or cfg.hub.private
+    if repo_id is not None:
+        _check_repo_id(repo_id)
     width, height = size or (256, 256)
     if device == "cuda":
         _check_cuda()
@@ -102,6 +109,8 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
 
     for d in raw_dirs:
+        if d.is_file():
+            _fail(f"{d} is a file; give the folder of raw episodes it is in ({d.parent})", EXIT_USAGE)
         if not d.is_dir():
             _fail(f"{d}: no such folder of raw episodes (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})", EXIT_USAGE)
     if fmt == "v3.0":
@@ -149,7 +158,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         return
 
     workers = min(workers or os.cpu_count() or 1, len(new))
-    work = T.work_dir(dataset_dir)
+    try:
+        work = T.work_dir(dataset_dir)
+    except T.TargetError as e:
+        _fail(str(e), EXIT_USAGE)
     try:
         merged = work / "dataset"
         if fmt == "v3.0":
@@ -232,13 +244,26 @@ def _check_cuda() -> None:
               "Leave out --device to convert on the CPU.", EXIT_USAGE)
 
 
+def _check_repo_id(repo_id: str) -> None:
+    """Before any work: a repository id the Hub would refuse stops here, not after the conversion."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        if "/" not in repo_id:
+            raise HFValidationError("it has no namespace")
+    except HFValidationError as e:
+        _fail(f"--push-to-hub {repo_id!r}: not a Hub repository id ({e}); give user/name, e.g. "
+              "me/so101_pickplace", EXIT_USAGE)
+
+
 def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
     from .hub import push
 
     try:
         push(dataset_dir, repo_id, private, fmt)
     except Exception as e:
-        cmd = " ".join(["slarm-convert", *sys.argv[1:]])
+        cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
         click.echo(f"error: push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "
                    f"log in (hf auth login) and run the same command again to retry:\n  {cmd}")
         sys.exit(EXIT_FAILURE)

@@ -92,14 +92,25 @@ def _recorded_features(feats: dict) -> dict:
 
 def work_dir(target: Path) -> Path:
     """A fresh work folder beside the target (same file system, so the final exchange is a rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in (target.parent, *target.parent.parents) if p.exists())
+        raise TargetError(f"cannot create {target.parent}: {blocker} is a file, not a folder") from None
+    except OSError as e:
+        raise TargetError(f"cannot create {target.parent} ({e.strerror}); give a DATASET_DIR in a folder you can "
+                          "write to") from None
     for old in target.parent.glob(f"{WORK_PREFIX}{target.name}-*"):
         pid = old.name.rsplit("-", 1)[-1]
         if not (pid.isdigit() and _alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)  # left by a killed run
     work = target.parent / f"{WORK_PREFIX}{target.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    try:
+        work.mkdir()
+    except OSError as e:
+        raise TargetError(f"cannot write in {target.parent} ({e.strerror}); give a DATASET_DIR in a folder you "
+                          "can write to") from None
     return work
 
 

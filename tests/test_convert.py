@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -255,6 +256,11 @@ def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     assert not (tmp_path / "ds").exists()
     r = convert(raw, tmp_path / "ds", "--task", " ")  # e.g. --task "$TASK" with TASK unset
     assert r.returncode == 2 and "'--task': empty" in r.stderr
+    two_sizes = write_config(tmp_path, cameras=[{"name": "wrist", "target_width": 224, "target_height": 224},
+                                                {"name": "top", "target_width": 256, "target_height": 256}])
+    r = convert(raw, tmp_path / "ds", "--config", two_sizes)
+    assert r.returncode == 2 and "target sizes differ (wrist 224x224, top 256x256)" in r.stdout
+    assert not (tmp_path / "ds").exists()
     r = convert(tmp_path / "nowhere", tmp_path / "ds")
     assert r.returncode == 2 and "no such folder of raw episodes" in r.stdout
     (tmp_path / "notes").mkdir()
@@ -262,6 +268,8 @@ def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     r = convert(raw, tmp_path / "notes")
     assert r.returncode == 2 and "is not a LeRobot dataset" in r.stdout
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    r = convert(raw, tmp_path / "notes" / "todo.txt" / "ds")
+    assert r.returncode == 2 and f"{tmp_path / 'notes' / 'todo.txt'} is a file, not a folder" in r.stdout, r.stderr
 
 
 class FakeHub:
@@ -309,12 +317,22 @@ def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monk
 
     monkeypatch.setattr(lrd, "HfApi", Offline)
     out = tmp_path / "ds"
-    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main,
-                                [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace"])
+    args = [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--task", "pick it up"]
+    monkeypatch.setattr(sys, "argv", ["slarm-convert", *args])  # as the user typed it
+    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main, args)
     assert result.exit_code == 1
     assert "push to the Hub failed (no network)" in result.output
     assert "run the same command again to retry" in result.output
+    retry = result.output.rstrip().splitlines()[-1]
+    assert shlex.split(retry) == ["slarm-convert", *args], "the retry command can be pasted as it is"
     assert load(out).num_episodes == 2
+
+
+def test_a_repository_id_the_hub_would_refuse_stops_before_any_work(raw, tmp_path):
+    for repo_id in ("me/pick place", "pickplace"):
+        r = convert(raw, tmp_path / "ds", "--push-to-hub", repo_id)
+        assert r.returncode == 2 and f"--push-to-hub {repo_id!r}: not a Hub repository id" in r.stdout
+        assert "user/name" in r.stdout and not (tmp_path / "ds").exists()
 
 
 @pytest.mark.parametrize("codec", CODECS)
