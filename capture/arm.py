@@ -76,7 +76,9 @@ class SO101Arm:
             self.bus.connect()
         except Exception as e:  # LeRobot raises ConnectionError/RuntimeError with its own text
             self._close_port()
-            raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {_first_line(e)}") from e
+            raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {_first_line(e)}\n"
+                           "Is it plugged in and powered? Find its port with: lerobot-find-port (on Linux the "
+                           "user needs access to it: group 'dialout')") from e
         try:
             calibrated = self.bus.is_calibrated
         except Exception as e:

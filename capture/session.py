@@ -253,7 +253,8 @@ class Session:
         try:
             device.connect()
         except Exception as e:
-            self.out.status(f"reconnecting {_label(device)} ... ({e}) | ESC quits")
+            first_line = (str(e).splitlines() or [type(e).__name__])[0]  # the status line stays one line
+            self.out.status(f"reconnecting {_label(device)} ... ({first_line}) | ESC quits")
             return
         self.broken = []
         self.out.message(f"{_label(device)} is back; recording can go on")

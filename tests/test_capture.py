@@ -206,6 +206,35 @@ def test_missing_calibration_prints_the_calibrate_command(tmp_path):
     assert "Traceback" not in r.stdout + r.stderr
 
 
+def test_arm_not_found_says_how_to_find_its_port_and_reconnecting_stays_one_line(tmp_path):
+    import io
+    import json
+
+    from capture import config as C
+    from capture.arm import SO101Arm
+    from capture.session import Session
+    from capture.sim.arm_server import calibration
+    from capture.status import Output
+
+    (tmp_path / "cal").mkdir()
+    (tmp_path / "cal" / "desk_arm.json").write_text(json.dumps(calibration()))
+    port = tmp_path / "ttyACM7"  # calibrated, but not plugged in
+    path = write_config(tmp_path, robot={"id": "desk_arm", "port": str(port), "calibration_dir": str(tmp_path / "cal")})
+    r = capture("--config", str(path), "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert r.returncode == 1 and f"cannot connect to the arm on {port}" in r.stdout, r.stdout + r.stderr
+    assert "lerobot-find-port" in r.stdout and "Traceback" not in r.stdout + r.stderr
+
+    # unplugged mid-session: the status line names the fault on one line while it retries
+    cfg = C.load(path)
+    stream = io.StringIO()
+    session = Session(cfg, SO101Arm(cfg.robot), [], Output(stream), keys=None, preview=None)
+    session.broken, session.last_retry = [session.state_source], 0.0
+    session._try_reconnect()
+    lines = [line for line in stream.getvalue().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"reconnecting arm ... (cannot connect to the arm on {port}")
+    assert lines[0].endswith("| ESC quits")
+
+
 def test_no_keyboard_and_no_automatic_episodes_is_refused(config):
     r = capture("--config", str(config), "--sim")
     assert r.returncode == 2
