@@ -20,6 +20,7 @@ import numpy as np
 from .config import CameraConfig
 
 STALE_AFTER_S = 1.0  # no new frame for this long: the camera is treated as gone
+MAX_DRIVER_DELAY_S = 0.5  # a driver timestamp older than this at read() is not on our clock
 
 
 class CameraError(RuntimeError):
@@ -127,6 +128,7 @@ class MjpegCamera(Camera):
         self._cap.set(cv2.CAP_PROP_FPS, self.fps)
         self._cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)  # hand over the compressed bytes
         self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._pos_msec = cv2.CAP_PROP_POS_MSEC  # read per frame, on the camera's thread
         w, h = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if (w, h) != (self.width, self.height):
             self._cap.release()
@@ -145,7 +147,7 @@ class MjpegCamera(Camera):
 
     def _grab(self):
         ok, buf = self._cap.read()
-        t = time.monotonic()
+        now = time.monotonic()
         if not ok or buf is None:
             raise CameraError("no frame (unplugged?)")
         if buf.ndim != 2 or buf.shape[0] != 1 or buf[0, :2].tobytes() != b"\xff\xd8":
@@ -153,7 +155,7 @@ class MjpegCamera(Camera):
                 "this platform does not hand over the camera's JPEG bytes; "
                 'set "backend": "opencv" for this camera (frames are then encoded once)'
             )
-        return buf.tobytes(), t, None
+        return buf.tobytes(), driver_time(self._cap.get(self._pos_msec), now), None
 
     def _close(self) -> None:
         self._cap.release()
@@ -196,6 +198,15 @@ class OpenCVCamera(Camera):
     def _close(self) -> None:
         if self._cam.is_connected:
             self._cam.disconnect()
+
+
+def driver_time(pos_msec: float, now: float) -> float:
+    """When the frame arrived, by the driver's clock where it is ours. On Linux, OpenCV's
+    POS_MSEC is the V4L2 buffer timestamp, which the UVC driver takes on CLOCK_MONOTONIC
+    (time.monotonic()) as the frame's data arrives: earlier than read() returns by the
+    transfer and the wait. Another clock, or none (0), is far from `now`: then `now`."""
+    t = pos_msec / 1000.0
+    return t if 0.0 <= now - t < MAX_DRIVER_DELAY_S else now
 
 
 def _fourcc_text(value: float) -> str:

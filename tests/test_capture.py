@@ -207,14 +207,12 @@ def test_missing_calibration_prints_the_calibrate_command(tmp_path):
 
 
 def test_arm_not_found_says_how_to_find_its_port_and_reconnecting_stays_one_line(tmp_path):
-    import io
     import json
+    import subprocess
+    import sys
 
-    from capture import config as C
-    from capture.arm import SO101Arm
-    from capture.session import Session
     from capture.sim.arm_server import calibration
-    from capture.status import Output
+    from conftest import ROOT
 
     (tmp_path / "cal").mkdir()
     (tmp_path / "cal" / "desk_arm.json").write_text(json.dumps(calibration()))
@@ -224,14 +222,24 @@ def test_arm_not_found_says_how_to_find_its_port_and_reconnecting_stays_one_line
     assert r.returncode == 1 and f"cannot connect to the arm on {port}" in r.stdout, r.stdout + r.stderr
     assert "lerobot-find-port" in r.stdout and "Traceback" not in r.stdout + r.stderr
 
-    # unplugged mid-session: the status line names the fault on one line while it retries
-    cfg = C.load(path)
-    stream = io.StringIO()
-    session = Session(cfg, SO101Arm(cfg.robot), [], Output(stream), keys=None, preview=None)
-    session.broken, session.last_retry = [session.state_source], 0.0
-    session._try_reconnect()
-    lines = [line for line in stream.getvalue().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith(f"reconnecting arm ... (cannot connect to the arm on {port}")
+    # unplugged mid-session: while it retries, the status line names the fault on one line
+    # (in a process of its own: LeRobot's import starts threads, and later tests fork)
+    code = f"""
+import io
+from capture import config as C
+from capture.arm import SO101Arm
+from capture.session import Session
+from capture.status import Output
+cfg = C.load({str(path)!r})
+stream = io.StringIO()
+session = Session(cfg, SO101Arm(cfg.robot), [], Output(stream), keys=None, preview=None)
+session.broken, session.last_retry = [session.state_source], 0.0
+session._try_reconnect()
+print(stream.getvalue(), end="")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = [line for line in r.stdout.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"reconnecting arm ... (cannot connect to the arm on {port}"), r
     assert lines[0].endswith("| ESC quits")
 
 
@@ -363,12 +371,16 @@ class UsbCamera:
     (pixel format, width, height). As OpenCV's V4L2 backend does: setting a pixel format the
     camera lacks fails and keeps the old one; a size snaps to the nearest one of the current
     format; with CONVERT_RGB off, MJPG frames come as the camera's bytes in a (1, N) array and
-    YUYV frames as (H, W, 2) pixels. `unplugged` makes read() fail, as a pulled cable does."""
+    YUYV frames as (H, W, 2) pixels. `unplugged` makes read() fail, as a pulled cable does.
+    POS_MSEC is the V4L2 buffer timestamp of the last frame: taken when its data arrived, 30 ms
+    before read() returns, on CLOCK_MONOTONIC as the UVC driver does (`clock` "realtime": as a
+    driver set to another clock does)."""
 
-    def __init__(self, modes, jpeg: bytes):
+    def __init__(self, modes, jpeg: bytes, clock: str = "monotonic"):
         self.modes, self.jpeg, self.unplugged, self.sent = modes, jpeg, False, 0
         self.format, self.width, self.height = modes[0]
         self.convert_rgb = True
+        self.clock, self.arrived, self.returned = clock, [], []
 
     def __call__(self, device, api=None):  # stands in for the cv2.VideoCapture class
         assert api == cv2.CAP_V4L2
@@ -391,11 +403,17 @@ class UsbCamera:
         return True
 
     def get(self, prop):
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            arrived = self.arrived[-1] if self.arrived else 0.0
+            return 1000 * (arrived if self.clock == "monotonic" else arrived - time.monotonic() + time.time())
         return {cv2.CAP_PROP_FRAME_WIDTH: self.width, cv2.CAP_PROP_FRAME_HEIGHT: self.height,
                 cv2.CAP_PROP_FOURCC: int.from_bytes(self.format.encode(), "little")}.get(prop, 0)
 
     def read(self):
-        time.sleep(1 / 30)
+        time.sleep(1 / 15 - 0.03)
+        self.arrived.append(time.monotonic())
+        time.sleep(0.03)  # the transfer, and the wait for read()
+        self.returned.append(time.monotonic())
         if self.unplugged:
             return False, None
         self.sent += 1
@@ -407,12 +425,12 @@ class UsbCamera:
         pass
 
 
-def usb_camera(monkeypatch, modes):
+def usb_camera(monkeypatch, modes, clock: str = "monotonic"):
     from capture import cameras
     from capture.config import CameraConfig
 
     ok, jpeg = cv2.imencode(".jpg", np.full((1080, 1920, 3), 90, np.uint8))
-    device = UsbCamera(modes, jpeg.tobytes())
+    device = UsbCamera(modes, jpeg.tobytes(), clock)
     monkeypatch.setattr(cv2, "VideoCapture", device)
     monkeypatch.setattr(cameras, "_is_linux", lambda: True)
     return device, cameras.make_camera(CameraConfig(name="wrist", device=0), fps=30)
@@ -430,6 +448,22 @@ def test_usb_camera_frames_are_the_jpeg_bytes_it_sent_until_it_is_unplugged(monk
         time.sleep(0.2)
         with pytest.raises(CameraError, match=r"camera 'wrist' failed: no frame \(unplugged\?\)"):
             camera.latest()
+    finally:
+        camera.disconnect()
+
+
+@pytest.mark.parametrize("clock", ["monotonic", "realtime"])
+def test_usb_camera_frame_time_is_when_its_data_arrived(monkeypatch, clock):
+    """The driver's timestamp (V4L2, on our monotonic clock) dates the frame, not the end of
+    read(); a driver on another clock cannot be compared, so read()'s return dates it then."""
+    device, camera = usb_camera(monkeypatch, [("MJPG", 1920, 1080)], clock)
+    camera.connect()
+    try:
+        time.sleep(0.2)
+        frame = camera.latest()
+        right, wrong = (device.arrived, device.returned) if clock == "monotonic" else (device.returned, device.arrived)
+        assert min(abs(frame.time - t) for t in right) < 0.01, (frame.time, right[-3:])
+        assert min(abs(frame.time - t) for t in wrong) > 0.02, (frame.time, wrong[-3:])
     finally:
         camera.disconnect()
 
