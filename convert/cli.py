@@ -133,10 +133,16 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     if not sources:
         _fail(f"no complete raw episodes in {', '.join(map(str, raw_dirs))}", EXIT_USAGE)
     first = sources[0]
-    for s in sources[1:]:
-        if (s.fps, s.state_names, s.cameras) != (first.fps, first.state_names, first.cameras):
-            _fail(f"{s.path} was recorded with other settings (fps, state, cameras) than {first.path}; "
-                  "convert them into separate datasets", EXIT_USAGE)
+    for s in sources[1:]:  # capture sizes may differ: every frame is resized to the one target size
+        for what, theirs, ours in (("fps", s.fps, first.fps), ("state", s.state_names, first.state_names),
+                                   ("cameras", _camera_names(s), _camera_names(first))):
+            if theirs != ours:
+                _fail(f"{s.path} was recorded with other {what} ({_listed(theirs)}) than {first.path} "
+                      f"({_listed(ours)}); convert them into separate datasets", EXIT_USAGE)
+    captured = sorted({f"{w}x{h}" for s in sources for _, w, h in s.cameras})
+    if len(captured) > 1:
+        click.echo(f"note: frames were captured at {', '.join(captured)}; all become {width}x{height} "
+                   f"({resize_mode})")
 
     try:
         target = T.open_target(dataset_dir)
@@ -242,6 +248,14 @@ def _check_cuda() -> None:
     if not torch.cuda.is_available():
         _fail("--device cuda: PyTorch sees no NVIDIA GPU on this machine (no GPU, no driver, or a CPU-only torch). "
               "Leave out --device to convert on the CPU.", EXIT_USAGE)
+
+
+def _camera_names(s: Source) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in s.cameras)
+
+
+def _listed(value) -> str:
+    return ", ".join(value) if isinstance(value, tuple) else str(value)
 
 
 def _check_repo_id(repo_id: str) -> None:

@@ -156,19 +156,28 @@ def test_missing_target_is_one_clear_error(tmp_path):
 
 
 def test_several_raw_dirs_into_one_dataset_then_rerun_adds_nothing(tmp_path):
+    """Days recorded at different camera sizes go into one dataset; another fps does not."""
     days = []
-    for day in ("day1", "day2"):
+    camera_720p = {"name": "wrist", "capture_width": 1280, "capture_height": 720}
+    for day, changes in (("day1", {}), ("day2", {"camera": camera_720p}), ("day3", {"recording": {"fps": 15}})):
         (tmp_path / day).mkdir()
-        cfg = write_config(tmp_path / day)
+        cfg = write_config(tmp_path / day, **changes)
         r = capture("--config", str(cfg), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
         assert r.returncode == 0, r.stdout + r.stderr
         days.append(episodes_dir(cfg))
     out = tmp_path / "ds"
     r = convert(*days, out)
+    assert r.returncode == 2 and f"{days[2]}" in r.stdout and "was recorded with other fps (15) than" in r.stdout
+    assert not out.exists()
+    days = days[:2]
+    r = convert(*days, out)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "note: frames were captured at 1280x720, 1920x1080; all become 256x256 (stretch)" in r.stdout
     assert "done: 2 episodes added, 0 already there" in r.stdout and "frames/s" in r.stdout
     ds = load(out)
     assert ds.num_episodes == 2
+    ends = ds.meta.episodes["dataset_to_index"]
+    assert all(ds[int(i)]["observation.images.wrist"].shape == (3, 256, 256) for i in (0, ends[0]))
     digest = tree_digest(out)
     r = convert(*days, out)
     assert r.returncode == 0 and "nothing to add" in r.stdout and "already holds all 2 episodes" in r.stdout
