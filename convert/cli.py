@@ -65,7 +65,8 @@ def parse_task(ctx, param, value):
               help="Episodes converted in parallel. Default: number of cores (a quarter of them with --device cuda).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG). Encoding follows --codec.")
-@click.option("--task", callback=parse_task, help="Task text for every episode. Default: the one stored in each raw episode.")
+@click.option("--task", callback=parse_task,
+              help="Task text for every episode. Default: the one stored in each raw episode.")
 @click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
 @click.option("--private", is_flag=True, help="Make the Hub repository private.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Take size and Hub settings from this capture config.")
@@ -114,35 +115,15 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         if not d.is_dir():
             _fail(f"{d}: no such folder of raw episodes (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})", EXIT_USAGE)
     if fmt == "v3.0":
-        try:
-            check_codec(codec, width, height)
-        except ValueError as e:
-            if f"for {width}x{height}" in str(e):
-                hint = (f"Choose another --size ({codec} needs an even width and height, and may refuse very small "
-                        "images), or use libsvtav1 (default).")
-            elif "nvenc" in codec:
-                hint = ("NVENC needs an NVIDIA GPU that has a video encoder (data-centre GPUs such as the A100, "
-                        "H100 and H200 have none) and its driver; use libsvtav1 (default) or h264.")
-            else:
-                hint = "Use libsvtav1 (default) or h264."
-            _fail(f"--codec {codec}: {e}. {hint}", EXIT_USAGE)
+        _check_encoder(codec, width, height)
 
     sources, problems = find(list(raw_dirs))
     for p in problems:
         click.echo(f"warning: {p}")
     if not sources:
         _fail(f"no complete raw episodes in {', '.join(map(str, raw_dirs))}", EXIT_USAGE)
+    _check_one_setup(sources, settings)
     first = sources[0]
-    for s in sources[1:]:  # capture sizes may differ: every frame is resized to the one target size
-        for what, theirs, ours in (("fps", s.fps, first.fps), ("state", s.state_names, first.state_names),
-                                   ("cameras", _camera_names(s), _camera_names(first))):
-            if theirs != ours:
-                _fail(f"{s.path} was recorded with other {what} ({_listed(theirs)}) than {first.path} "
-                      f"({_listed(ours)}); convert them into separate datasets", EXIT_USAGE)
-    captured = sorted({f"{w}x{h}" for s in sources for _, w, h in s.cameras})
-    if len(captured) > 1:
-        click.echo(f"note: frames were captured at {', '.join(captured)}; all become {width}x{height} "
-                   f"({resize_mode})")
 
     try:
         target = T.open_target(dataset_dir)
@@ -250,12 +231,40 @@ def _check_cuda() -> None:
               "Leave out --device to convert on the CPU.", EXIT_USAGE)
 
 
-def _camera_names(s: Source) -> tuple[str, ...]:
-    return tuple(name for name, _, _ in s.cameras)
+def _check_encoder(codec: str, width: int, height: int) -> None:
+    """Before any work: the encoder opens on this machine, at this size."""
+    try:
+        check_codec(codec, width, height)
+    except ValueError as e:
+        if f"for {width}x{height}" in str(e):
+            hint = (f"Choose another --size ({codec} needs an even width and height, and may refuse very small "
+                    "images), or use libsvtav1 (default).")
+        elif "nvenc" in codec:
+            hint = ("NVENC needs an NVIDIA GPU that has a video encoder (data-centre GPUs such as the A100, "
+                    "H100 and H200 have none) and its driver; use libsvtav1 (default) or h264.")
+        else:
+            hint = "Use libsvtav1 (default) or h264."
+        _fail(f"--codec {codec}: {e}. {hint}", EXIT_USAGE)
 
 
-def _listed(value) -> str:
-    return ", ".join(value) if isinstance(value, tuple) else str(value)
+def _check_one_setup(sources: list[Source], s: Settings) -> None:
+    """All episodes go into one dataset: the same fps, state and cameras. Capture sizes may
+    differ, since every frame is resized to the one target size: the run says so."""
+    first = sources[0]
+
+    def setup(src: Source) -> dict[str, str]:
+        return {"fps": str(src.fps), "state": ", ".join(src.state_names),
+                "cameras": ", ".join(name for name, _, _ in src.cameras)}
+
+    for src in sources[1:]:
+        for what, theirs in setup(src).items():
+            if theirs != setup(first)[what]:
+                _fail(f"{src.path} was recorded with other {what} ({theirs}) than {first.path} "
+                      f"({setup(first)[what]}); convert them into separate datasets", EXIT_USAGE)
+    captured = sorted({f"{w}x{h}" for src in sources for _, w, h in src.cameras})
+    if len(captured) > 1:
+        click.echo(f"note: frames were captured at {', '.join(captured)}; all become {s.width}x{s.height} "
+                   f"({s.resize_mode})")
 
 
 def _check_repo_id(repo_id: str) -> None:
