@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RobotConfig
+from .status import first_line
 
 JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 TICKS_PER_TURN = 4096
@@ -76,14 +77,14 @@ class SO101Arm:
             self.bus.connect()
         except Exception as e:  # LeRobot raises ConnectionError/RuntimeError with its own text
             self._close_port()
-            raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {_first_line(e)}\n"
+            raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {first_line(e)}\n"
                            "Is it plugged in and powered? Find its port with: lerobot-find-port (on Linux the "
                            "user needs access to it: group 'dialout')") from e
         try:
             calibrated = self.bus.is_calibrated
         except Exception as e:
             self._close_port()
-            raise ArmError(f"cannot read the arm's calibration on {self.cfg.port}: {_first_line(e)}") from e
+            raise ArmError(f"cannot read the arm's calibration on {self.cfg.port}: {first_line(e)}") from e
         if not calibrated:
             self.disconnect()
             raise CalibrationError(
@@ -94,14 +95,14 @@ class SO101Arm:
             self.bus.disable_torque(num_retry=3)
         except Exception as e:
             self.disconnect()
-            raise ArmError(f"cannot switch the arm's torque off: {_first_line(e)}") from e
+            raise ArmError(f"cannot switch the arm's torque off: {first_line(e)}") from e
 
     def read(self) -> np.ndarray:
         """Joint positions in radians, zero at the middle of each calibrated range (LeRobot's convention)."""
         try:
             raw = self.bus.sync_read("Present_Position", normalize=False, num_retry=READ_RETRIES)
         except Exception as e:
-            raise ArmError(f"arm read failed: {_first_line(e)}") from e
+            raise ArmError(f"arm read failed: {first_line(e)}") from e
         ticks = np.fromiter((raw[n] for n in JOINT_NAMES), dtype=np.float64, count=len(JOINT_NAMES))
         return ((ticks - self._mid) * self._scale).astype(np.float32)
 
@@ -137,8 +138,3 @@ class SO101Arm:
             self.bus.port_handler.closePort()
         except Exception:
             pass
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0] if text.splitlines() else text

@@ -19,7 +19,7 @@ from . import keys as K
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
 from .sampler import Sampler
-from .status import Output, count
+from .status import Output, count, first_line
 
 RETRY_EVERY_S = 1.0
 SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
@@ -253,8 +253,7 @@ class Session:
         try:
             device.connect()
         except Exception as e:
-            first_line = (str(e).splitlines() or [type(e).__name__])[0]  # the status line stays one line
-            self.out.status(f"reconnecting {_label(device)} ... ({first_line}) | ESC quits")
+            self.out.status(f"reconnecting {_label(device)} ... ({first_line(e)}) | ESC quits")  # one line
             return
         self.broken = []
         self.out.message(f"{_label(device)} is back; recording can go on")

@@ -50,6 +50,12 @@ class Output:
             self._line = ""
 
 
+def first_line(e: BaseException) -> str:
+    """An error's first line (its type when it has no text): for messages that must stay one line."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
 def count(n: int, noun: str) -> str:
     """'1 episode', '2 episodes'."""
     return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -18,7 +18,7 @@ from capture.status import count
 
 from . import target as T
 from . import v21, v30
-from .encoding import CODECS, check_codec
+from .encoding import CODECS, SizeRefused, check_codec
 from .frames import RESIZE_MODES
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
@@ -236,7 +236,7 @@ def _check_encoder(codec: str, width: int, height: int) -> None:
     try:
         check_codec(codec, width, height)
     except ValueError as e:
-        if f"for {width}x{height}" in str(e):
+        if isinstance(e, SizeRefused):
             hint = (f"Choose another --size ({codec} needs an even width and height, and may refuse very small "
                     "images), or use libsvtav1 (default).")
         elif "nvenc" in codec:
@@ -250,17 +250,17 @@ def _check_encoder(codec: str, width: int, height: int) -> None:
 def _check_one_setup(sources: list[Source], s: Settings) -> None:
     """All episodes go into one dataset: the same fps, state and cameras. Capture sizes may
     differ, since every frame is resized to the one target size: the run says so."""
-    first = sources[0]
-
     def setup(src: Source) -> dict[str, str]:
         return {"fps": str(src.fps), "state": ", ".join(src.state_names),
                 "cameras": ", ".join(name for name, _, _ in src.cameras)}
 
+    first = sources[0]
+    ours = setup(first)
     for src in sources[1:]:
         for what, theirs in setup(src).items():
-            if theirs != setup(first)[what]:
+            if theirs != ours[what]:
                 _fail(f"{src.path} was recorded with other {what} ({theirs}) than {first.path} "
-                      f"({setup(first)[what]}); convert them into separate datasets", EXIT_USAGE)
+                      f"({ours[what]}); convert them into separate datasets", EXIT_USAGE)
     captured = sorted({f"{w}x{h}" for src in sources for _, w, h in src.cameras})
     if len(captured) > 1:
         click.echo(f"note: frames were captured at {', '.join(captured)}; all become {s.width}x{s.height} "

@@ -38,19 +38,30 @@ def codec_options(codec: str, threads: int | None) -> dict[str, str]:
     return opts
 
 
+def encoder_options(codec: str, threads: int | None) -> dict[str, str]:
+    """What the encoder is opened with: LeRobot's options, and no log chatter."""
+    return codec_options(codec, threads) | QUIET.get(codec, {})
+
+
+class SizeRefused(ValueError):
+    """The encoder opens on this machine, but not for images of the size asked."""
+
+
 def check_codec(codec: str, width: int = 64, height: int = 64) -> None:
-    """Raises ValueError saying why `codec` cannot encode width x height images on this machine.
-    FFmpeg may list a hardware encoder (h264_nvenc) that fails to open without its GPU, and
-    an encoder may refuse a size (libx264 in yuv420p: odd sides), so open it once, as used."""
+    """Raises ValueError saying why `codec` cannot encode width x height images on this machine
+    (SizeRefused when only the size is the problem). FFmpeg may list a hardware encoder
+    (h264_nvenc) that fails to open without its GPU, and an encoder may refuse a size (libx264
+    in yuv420p: odd sides), so open it once, as used."""
     for w, h in dict.fromkeys([(64, 64), (width, height)]):
         try:
             ctx = av.CodecContext.create(codec, "w")
             ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = w, h, PIX_FMT, Fraction(1, 30)
-            ctx.options = codec_options(codec, 1) | QUIET.get(codec, {})
+            ctx.options = encoder_options(codec, 1)
             ctx.open()
         except Exception as e:
-            where = "on this machine" if (w, h) == (64, 64) else f"for {w}x{h} images"
-            raise ValueError(f"the encoder cannot be opened {where} ({e})") from None
+            if (w, h) == (64, 64):
+                raise ValueError(f"the encoder cannot be opened on this machine ({e})") from None
+            raise SizeRefused(f"the encoder cannot be opened for {w}x{h} images ({e})") from None
         finally:
             normal_priority()
 
@@ -67,7 +78,7 @@ class VideoWriter:
 
     def add(self, image: np.ndarray) -> None:
         if self.stream is None:
-            options = codec_options(self.codec, self.threads) | QUIET.get(self.codec, {})
+            options = encoder_options(self.codec, self.threads)
             self.stream = self.container.add_stream(self.codec, self.fps, options=options)
             self.stream.pix_fmt, self.stream.width, self.stream.height = PIX_FMT, image.shape[1], image.shape[0]
             self.stream.time_base = Fraction(1, self.fps)

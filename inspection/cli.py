@@ -92,8 +92,8 @@ def table(result: Inspection) -> str:
     t = result.totals()
     lines.append(
         f"total: {count(t['episodes'], 'episode')}, {t['frames']} frames, {t['duration_s']:.1f}s, "
-        f"{t['missed_ticks']} missed ticks, {_size(t['size_bytes'])}; {t['flagged']} flagged, {t['unfinished']} unfinished, "
-        f"{t['unreadable']} unreadable")
+        f"{t['missed_ticks']} missed ticks, {_size(t['size_bytes'])}; {t['flagged']} flagged, "
+        f"{t['unfinished']} unfinished, {t['unreadable']} unreadable")
     return "\n".join(lines)
 
 
