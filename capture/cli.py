@@ -12,7 +12,7 @@ from .cameras import CameraError, make_camera
 from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
 from .preview import MODES, Preview
-from .session import AutoEpisodes, Session, SessionError, install_signal_handlers
+from .session import AutoEpisodes, RecordingError, Session, SessionError, install_signal_handlers
 from .status import Output, count
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -97,6 +97,9 @@ def main(config_path, sim, episodes, episode_time, preview):
             session.run()
         except KeyboardInterrupt:
             out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
+        except RecordingError as e:
+            out.message(f"error: {e}")
+            code = EXIT_FAILURE
         out.close()
         saved = count(session.saved, "episode")
         out.message(f"done: {saved} saved, {session.discarded} discarded, in {cfg.episodes_dir}")

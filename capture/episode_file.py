@@ -108,6 +108,16 @@ class EpisodeWriter:
         return 0 if self.first_tick is None else self.last_tick.index - self.first_tick.index + 1 - self.ticks_put
 
     @property
+    def backlog(self) -> int:
+        """Ticks handed over but not yet written (the disk is slower than the cameras)."""
+        return self.ticks_put - self.frames_written
+
+    @property
+    def failed(self) -> bool:
+        """Writing this episode failed (disk full, disk gone); save() would raise."""
+        return self.error is not None
+
+    @property
     def full(self) -> bool:
         return self.max_ticks is not None and self.ticks_put >= self.max_ticks
 
@@ -161,7 +171,10 @@ class EpisodeWriter:
                     return
         finally:
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except Exception as e:  # what could not be flushed (disk full): the file is lost anyway
+                    self.error = self.error or e
 
     def _create(self, f: h5py.File) -> None:
         f.attrs["format_version"] = FORMAT_VERSION

@@ -7,7 +7,9 @@ the sampling thread (sampler.py) only samples and hands ticks over through on_ti
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -23,10 +25,15 @@ from .status import Output, count, first_line
 
 RETRY_EVERY_S = 1.0
 SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
+LOW_DISK_S = 60  # less room than this many seconds of recording: the status line says so
 
 
 class SessionError(RuntimeError):
     """The session cannot start (bad combination of settings, incompatible raw folder)."""
+
+
+class RecordingError(RuntimeError):
+    """Episodes cannot be written any more (disk full, disk gone): the session stops."""
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Session:
         self.episode: EpisodeWriter | None = None
         self.fault: Exception | None = None
         self.broken: list = []  # devices to reconnect
+        self._room: tuple[float, float | None] = (0.0, None)  # (when measured, seconds of recording that fit)
         self.sampler = Sampler(state_source.read, cameras, cfg.fps, self._on_tick, self._on_fault)
 
     # --- called on the sampling thread -------------------------------------------------
@@ -97,6 +105,8 @@ class Session:
         self.sampler.start()
         try:
             while True:
+                if self.episode is not None and self.episode.failed:
+                    self._writing_failed(self.episode.error)
                 if self.fault is not None:
                     self._handle_fault()
                 if self.broken:
@@ -151,6 +161,11 @@ class Session:
         index = self.next_index
         path = self.folder / f"{episode_name(index)}.h5"
         self.folder.mkdir(parents=True, exist_ok=True)
+        room = self._room_s(now=True) if self.auto is not None else None
+        if room is not None and room < self.auto.seconds:
+            raise RecordingError(
+                f"not enough disk space for episode {index}: {self.folder} has room for about {room:.0f} s of "
+                f"recording, an episode takes {self.auto.seconds:g} s. " + self._how_to_go_on())
         lower, upper = self.state_source.limits()
         self.episode = EpisodeWriter(
             path,
@@ -184,12 +199,14 @@ class Session:
             episode.discard()
             self.out.message(f"episode {self.recording_index} had no frames; nothing saved")
             return
+        if episode.backlog > self.cfg.fps:
+            self.out.message(f"saving episode {self.recording_index}: writing its last {count(episode.backlog, 'frame')}")
         try:
             path = episode.save()
         except Exception as e:
             self.discarded += 1
-            self.out.message(f"warning: episode {self.recording_index} could not be written ({e}); it is discarded")
-            return
+            self.out.message(f"discarded episode {self.recording_index} (it could not be written)")
+            raise RecordingError(self._write_error(e)) from None
         self.saved += 1
         self.next_index = self.recording_index + 1
         frames, missed = episode.ticks_put, episode.missed_ticks
@@ -223,6 +240,39 @@ class Session:
         episode.discard()
         self.discarded += 1
         self.out.message(f"discarded episode {self.recording_index} ({why})")
+
+    def _writing_failed(self, error: BaseException) -> None:
+        self._discard("it could not be written")
+        raise RecordingError(self._write_error(error))
+
+    def _write_error(self, error: BaseException) -> str:
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk holding {self.folder} is full. " + self._how_to_go_on()
+        return f"cannot write episodes into {self.folder}: {first_line(error)}. " + self._how_to_go_on()
+
+    def _how_to_go_on(self) -> str:
+        return ("Episodes already saved are kept. Free some space (or set raw_dir to another disk), then run "
+                f"the same command again: recording resumes at episode {self.next_index}")
+
+    def _room_s(self, now: bool = False) -> float | None:
+        """About how many seconds of recording still fit on the raw folder's disk (None: unknown),
+        from the newest frame of each camera and the frames still waiting to be written; measured
+        at most once a second unless `now`."""
+        measured, room = self._room
+        if not now and time.monotonic() - measured < 1.0:
+            return room
+        try:
+            frames = [cam.latest().data for cam in self.cameras]
+            folder = next(p for p in (self.folder, *self.folder.parents) if p.exists())
+            free = shutil.disk_usage(folder).free
+        except (CameraError, OSError):
+            room = None
+        else:
+            per_tick = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames) + 64  # + state, times
+            waiting = self.episode.backlog if self.episode is not None else 0
+            room = max(0.0, free - waiting * per_tick) / (per_tick * self.cfg.fps)
+        self._room = (time.monotonic(), room)
+        return room
 
     def _handle_fault(self) -> None:
         error, self.fault = self.fault, None
@@ -263,13 +313,18 @@ class Session:
         if self.broken:
             return
         ep = self.episode
+        room = self._room_s()
+        low_disk = room is not None and room < LOW_DISK_S
         if ep is not None:
-            missed = ep.missed_ticks
+            missed, behind = ep.missed_ticks, ep.backlog / self.cfg.fps
             slow = "".join(f" | {cam.name} only {gave:.0f}/{asked} fps" for cam, gave, asked in self._slow_cameras(ep))
             self.out.status(f"Recording episode {self.recording_index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
-                            + (f" | {missed} missed" if missed else "") + slow)
+                            + (f" | {missed} missed" if missed else "") + slow
+                            + (f" | disk {behind:.0f}s behind" if behind >= 1 else "")
+                            + (f" | disk full in {room:.0f}s" if low_disk else ""))
         else:
             self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
+                            + (f" | disk: room for {room:.0f}s" if low_disk else "")
                             + (" | SPACE to record" if self.keys.source != "none" else ""))
 
 

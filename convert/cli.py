@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -177,7 +178,9 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         T.replace(dataset_dir, merged)
     except Exception as e:
         shutil.rmtree(work, ignore_errors=True)
-        _fail(f"conversion failed, {dataset_dir} is unchanged: {e}", EXIT_FAILURE)
+        full = (f"\nThe disk holding {work.parent} is full: the new dataset is written next to the old one, which it "
+                "replaces at the end. Free some space, then run the same command again." if _disk_full(e) else "")
+        _fail(f"conversion failed, {dataset_dir} is unchanged: {e}{full}", EXIT_FAILURE)
     shutil.rmtree(work, ignore_errors=True)
 
     elapsed = time.monotonic() - started
@@ -323,6 +326,15 @@ def run() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _disk_full(e: BaseException | None) -> bool:
+    """Whether `e`, or an error that led to it, is a full disk (or quota)."""
+    while e is not None:
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _fail(message: str, code: int):

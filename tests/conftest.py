@@ -64,6 +64,22 @@ def device_pids(text: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in re.findall(r"([\w-]+) pid (\d+)", text)}
 
 
+def on_small_disk(disk: Path, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run the shell `script` with a tmpfs of `size` (e.g. "25m") mounted on the folder `disk`, in a
+    mount namespace of its own: the small disk is gone when the script ends, so the script copies
+    out what is to be checked. Skips the test where the machine allows no such namespace."""
+    disk.mkdir(parents=True, exist_ok=True)
+    mount = f"mount -t tmpfs -o size={size} tmpfs {disk} || exit 99\n"
+    try:
+        r = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", mount + script], cwd=ROOT,
+                           text=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
+    except FileNotFoundError:
+        pytest.skip("needs unshare (util-linux) for a small disk of its own")
+    if r.returncode == 99 or "unshare failed" in r.stderr:
+        pytest.skip(f"this machine allows no tmpfs in a user namespace: {r.stderr.strip()}")
+    return r
+
+
 LEROBOT_V21 = "0.3.3"  # the last LeRobot release that reads v2.1 datasets (OpenPI pins a v2.1 LeRobot)
 
 

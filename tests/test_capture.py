@@ -3,9 +3,11 @@ and the simulated 1080p MJPEG camera."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.mjpeg import without_huffman_tables
 from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
-from conftest import capture, device_pids, episodes_dir, spawn_capture, start_capture, write_config
+from conftest import capture, device_pids, episodes_dir, on_small_disk, spawn_capture, start_capture, write_config
 
 
 def torque_writes(output: str) -> list[str]:
@@ -160,6 +162,43 @@ def test_resume_continues_numbering_and_refuses_other_settings(tmp_path, config)
     assert "recorded with fps 30, this config records 15" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert len(list(episodes_dir(config).iterdir())) == 2
+
+
+def test_a_full_disk_stops_recording_and_keeps_saved_episodes(config):
+    """The disk fills while episode 1 is written (its file is /dev/full, which answers every write
+    with ENOSPC): one message that says what to do, exit 1, episode 0 intact, no retry loop."""
+    folder = episodes_dir(config)
+    folder.mkdir(parents=True)
+    (folder / "episode_000001.h5.partial").symlink_to("/dev/full")
+    r = capture("--config", str(config), "--sim", "--episodes", "3", "--episode-time", "1", "--preview", "off")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "discarded episode 1 (it could not be written)" in r.stdout
+    assert f"error: the disk holding {folder} is full. Episodes already saved are kept." in r.stdout
+    assert "recording resumes at episode 1" in r.stdout
+    assert "done: 1 episode saved, 1 discarded" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["episode_000000.h5"]
+    check_episode(folder / "episode_000000.h5")
+
+
+def test_too_little_disk_space_is_shown_and_an_episode_that_cannot_fit_is_not_started(tmp_path):
+    """On a 25 MB disk (a tmpfs in a mount namespace of its own), 2-second episodes of 1080p frames
+    (~17 MB each): the status line counts down the room left, episode 1 is not started."""
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    config = write_config(tmp_path)
+    cfg = json.loads(config.read_text()) | {"raw_dir": str(disk / "raw")}
+    config.write_text(json.dumps(cfg))
+    r = on_small_disk(disk, "25m", f"{sys.executable} -m capture.cli --config {config} --sim --episodes 3 "
+                                   f"--episode-time 2 --preview off; rc=$?; cp -a {disk}/raw {kept}; exit $rc")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"Recording episode 0 .*\| disk full in \ds", r.stdout), r.stdout
+    assert "saved episode 0" in r.stdout
+    assert re.search(r"error: not enough disk space for episode 1: .* has room for about \d s of recording, "
+                     r"an episode takes 2 s\. Episodes already saved are kept\.", r.stdout), r.stdout
+    assert "done: 1 episode saved, 0 discarded" in r.stdout
+    files = sorted((kept / cfg["dataset_name"]).iterdir())
+    assert [f.name for f in files] == ["episode_000000.h5"]
+    check_episode(files[0])
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
-from conftest import ROOT, capture, episodes_dir, write_config
+from conftest import ROOT, capture, episodes_dir, on_small_disk, write_config
 from convert.encoding import CODECS, VideoWriter, codec_options
 from convert.frames import to_image
 from convert.stats import ImageHistogram, image_stats, sample_indices
@@ -208,6 +208,30 @@ def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded,
     assert "done: 1 episode added, 1 already there" in r.stdout
     assert load(out).num_episodes == 2
     assert not list(tmp_path.glob(".slarm-work-*")), "work folders of killed runs are cleaned up"
+
+
+def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
+    """Appending with no room left on the dataset's disk (a small tmpfs, filled up): one message
+    that says what to do, exit 1, the dataset exactly as before, no work folder left behind."""
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(sorted(raw.glob("*.h5"))[0], first)
+    disk, before, after = tmp_path / "disk", tmp_path / "before", tmp_path / "after"
+    ds = disk / "ds"
+    r = on_small_disk(disk, "4m", f"""
+        {sys.executable} -m convert.cli {first} {ds} > /dev/null || exit 98
+        cp -a {ds} {before}
+        dd if=/dev/zero of={disk}/filler bs=64k 2> /dev/null
+        {sys.executable} -m convert.cli {raw} {ds}; rc=$?
+        rm {disk}/filler; ls -A {disk} > {tmp_path}/left.txt; cp -a {ds} {after}
+        exit $rc""")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"error: conversion failed, {ds} is unchanged: " in r.stdout
+    assert f"The disk holding {disk} is full" in r.stdout and "run the same command again" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert tree_digest(after) == tree_digest(before), "the dataset is exactly as before"
+    assert (tmp_path / "left.txt").read_text().split() == ["ds"], "no work folder is left"
+    assert load(after).num_episodes == 1
 
 
 def test_truncated_and_unfinished_files_are_reported_not_fatal(raw, tmp_path):
