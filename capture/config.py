@@ -7,9 +7,10 @@ a `cameras` list as an alternative to `camera`, and how frames are stored.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 CAMERA_BACKENDS = ("mjpeg", "opencv")
@@ -19,6 +20,8 @@ ROBOT_TYPES = ("so101", "gamepad")
 GAMEPAD_BUTTONS = ("a", "b", "x", "y", "back", "guide", "start", "l3", "r3", "l1", "r1",
                    "dpad_up", "dpad_down", "dpad_left", "dpad_right")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+TOP_LEVEL = ("dataset_name", "task_description", "output_dir", "raw_dir", "robot", "camera", "cameras",
+             "recording", "hub")
 
 
 class ConfigError(ValueError):
@@ -98,6 +101,9 @@ def load(path: str | Path) -> Config:
 def parse(raw: object) -> Config:
     """Build a Config from parsed JSON; relative folders are relative to the working directory."""
     obj = _Obj(raw, "")
+    nested = {f.name: part for part, cls in (("camera", CameraConfig), ("robot", RobotConfig), ("hub", HubConfig))
+              for f in fields(cls)} | {"fps": "recording"}
+    obj.only(TOP_LEVEL, nested)
     dataset_name = obj.string("dataset_name")
     if not NAME_RE.match(dataset_name):
         raise ConfigError(f"dataset_name: {dataset_name!r} must be a folder name (letters, digits, _ . -)")
@@ -106,6 +112,7 @@ def parse(raw: object) -> Config:
         raise ConfigError("task_description: must describe the task in words, e.g. \"pick up the red cube\"")
 
     rec = obj.child("recording")
+    rec.only(("fps",))
     fps = rec.integer("fps", lo=1, hi=240)
 
     robot = _robot(obj.child("robot"))
@@ -124,6 +131,7 @@ def parse(raw: object) -> Config:
         raise ConfigError(f"cameras: camera names must differ, got {names}")
 
     hub = obj.child("hub", optional=True)
+    hub.only(HubConfig)
     hub_cfg = HubConfig(
         push_to_hub=hub.boolean("push_to_hub", False),
         repo_id=hub.string("repo_id", None, nullable=True),
@@ -145,6 +153,7 @@ def parse(raw: object) -> Config:
 
 
 def _robot(obj: _Obj) -> RobotConfig:
+    obj.only(RobotConfig)
     rtype = obj.choice("type", ROBOT_TYPES, "so101")
     if rtype == "gamepad":
         buttons = obj.raw.get("buttons", [])
@@ -163,6 +172,7 @@ def _robot(obj: _Obj) -> RobotConfig:
 
 
 def _camera(obj: _Obj) -> CameraConfig:
+    obj.only(CameraConfig)
     name = obj.string("name", "wrist")
     if not re.match(r"^[A-Za-z0-9_]+$", name):
         raise ConfigError(f"{obj.prefix}name: {name!r} must be a short word such as wrist, top or side")
@@ -205,6 +215,22 @@ class _Obj:
                 return _Obj({}, f"{self.prefix}{key}.")
             raise ConfigError(f"{self.prefix}{key}: missing (see config.json in the slarm repository)")
         return _Obj(self.raw[key], f"{self.prefix}{key}.")
+
+    def only(self, known, nested: dict[str, str] | None = None) -> None:
+        """Refuse keys that are not settings here (a typo would otherwise be silently ignored);
+        keys starting with "_" are notes. `known`: the key names, or a dataclass with them as
+        fields; `nested`: settings of an object inside this one, and that object's key."""
+        names = [f.name for f in fields(known)] if isinstance(known, type) else list(known)
+        for key in self.raw:
+            if key not in names and not key.startswith("_"):
+                close = difflib.get_close_matches(key, names, n=1)
+                if nested and key in nested:
+                    hint = f"it goes inside \"{nested[key]}\": {{...}}"
+                elif close:
+                    hint = f"did you mean {close[0]}?"
+                else:
+                    hint = f"known here: {', '.join(names)}"
+                raise ConfigError(f"{self.prefix}{key}: not a setting ({hint})")
 
     def _get(self, key: str, default):
         if key in self.raw:

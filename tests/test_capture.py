@@ -211,6 +211,10 @@ def test_too_little_disk_space_is_shown_and_an_episode_that_cannot_fit_is_not_st
         ({"robot": {"id": "x"}}, "robot.port: missing"),
         ({"dataset_name": "a/b"}, "dataset_name: 'a/b' must be a folder name"),
         ({"hub": {"push_to_hub": True, "repo_id": None}}, "hub.repo_id: required when hub.push_to_hub is true"),
+        ({"camera": {"name": "wrist", "capture_widht": 1280}},
+         "camera.capture_widht: not a setting (did you mean capture_width?)"),
+        ({"cameras": [{"name": "top"}, {"name": "wrist", "fsp": 15}]}, "cameras[1].fsp: not a setting (did you mean fps?)"),
+        ({"fps": 15}, 'fps: not a setting (it goes inside "recording": {...})'),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, change, expected):
@@ -224,7 +228,8 @@ def test_bad_config_names_the_field(tmp_path, change, expected):
 def test_camera_device_given_as_text_is_the_camera_index(tmp_path):
     from capture import config as C
 
-    path = write_config(tmp_path, cameras=[{"name": "wrist", "device": "2"}, {"name": "top", "device": "/dev/video4"}])
+    path = write_config(tmp_path, cameras=[{"name": "wrist", "device": "2"}, {"name": "top", "device": "/dev/video4"}],
+                        _note="keys starting with _ are notes")
     assert [c.device for c in C.load(path).cameras] == [2, "/dev/video4"], "not a file named 2"
 
 
