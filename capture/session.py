@@ -62,6 +62,7 @@ class Session:
         self.fault: Exception | None = None
         self.broken: list = []  # devices to reconnect
         self._room: tuple[float, float | None] = (0.0, None)  # (when measured, seconds of recording that fit)
+        self._lock = None  # the raw folder's lock file, held while this process lives
         self.sampler = Sampler(state_source.read, cameras, cfg.fps, self._on_tick, self._on_fault)
 
     # --- called on the sampling thread -------------------------------------------------
@@ -76,7 +77,17 @@ class Session:
 
     # --- main thread ---------------------------------------------------------------------
     def prepare(self) -> None:
-        """Check the raw folder can take this session's episodes; find the next episode number."""
+        """Make the raw folder this session's alone, check it can take this session's episodes,
+        find the next episode number."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.folder)
+        except OSError as e:
+            raise SessionError(f"cannot record into {self.folder}: {e.strerror or e}. "
+                               "Set raw_dir in the config to a folder you can write to") from None
+        if self._lock is None:
+            raise SessionError(f"another slarm-capture is recording into {self.folder}. Stop it first, "
+                               "or give this session another dataset_name (or raw_dir)")
         complete, partial = list_episodes(self.folder)
         for p in partial:
             self.out.message(f"note: {p} is an unfinished episode from an earlier run; it is ignored")
@@ -326,6 +337,23 @@ class Session:
             self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
                             + (f" | disk: room for {room:.0f}s" if low_disk else "")
                             + (" | SPACE to record" if self.keys.source != "none" else ""))
+
+
+def _lock(folder: Path):
+    """An open lock file (beside `folder`, which holds episode files only) that keeps other
+    sessions out of `folder` while this process lives (the operating system drops the lock when
+    it ends, even when killed); None when another session holds it."""
+    f = open(folder.parent / f".{folder.name}.slarm-capture-lock", "a")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return f
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 def _label(device) -> str:

@@ -215,6 +215,8 @@ def test_too_little_disk_space_is_shown_and_an_episode_that_cannot_fit_is_not_st
          "camera.capture_widht: not a setting (did you mean capture_width?)"),
         ({"cameras": [{"name": "top"}, {"name": "wrist", "fsp": 15}]}, "cameras[1].fsp: not a setting (did you mean fps?)"),
         ({"fps": 15}, 'fps: not a setting (it goes inside "recording": {...})'),
+        ({"raw_dir": "/proc/slarm-raw"}, "cannot record into /proc/slarm-raw/so101_pickplace_v1: No such file or "
+                                         "directory. Set raw_dir in the config to a folder you can write to"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, change, expected):
@@ -285,6 +287,30 @@ print(stream.getvalue(), end="")
     lines = [line for line in r.stdout.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith(f"reconnecting arm ... (cannot connect to the arm on {port}"), r
     assert lines[0].endswith("| ESC quits")
+
+
+def test_a_second_session_into_the_same_raw_folder_is_refused(config):
+    """Two terminals, one config: the second session would number its episodes as the first
+    does and replace its files. It stops at once; the first records on."""
+    first = spawn_capture("--config", str(config), "--sim", "--preview", "off")
+    first.expect("Idle")
+    first.send(" ")
+    first.expect(r"Recording episode 0 \| \d+ frames")
+    second = capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert second.returncode == 2
+    assert f"error: another slarm-capture is recording into {episodes_dir(config)}. Stop it first" in second.stdout
+    first.send(" ")
+    first.expect(r"saved episode 0: \d+ frames")
+    first.send("\x1b")
+    first.expect("done: 1 episode saved, 0 discarded")
+    first.expect(pexpect_eof())
+    first.close()
+    assert first.exitstatus == 0
+    assert [p.name for p in episodes_dir(config).iterdir()] == ["episode_000000.h5"]
+    check_episode(episodes_dir(config) / "episode_000000.h5")
+
+    again = capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert again.returncode == 0 and "next is episode 1" in again.stdout, "the folder is free once the first ends"
 
 
 def test_no_keyboard_and_no_automatic_episodes_is_refused(config):
