@@ -23,7 +23,7 @@ from .encoding import CODECS, SizeRefused, check_codec
 from .frames import RESIZE_MODES
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
-from .sources import Source, find
+from .sources import Source, find, holds_episodes, why_no_episodes
 from .workers import Skipped, in_workers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -118,6 +118,13 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     if fmt == "v3.0":
         _check_encoder(codec, width, height)
 
+    empty = [d for d in raw_dirs if not holds_episodes(d)]
+    if len(empty) == len(raw_dirs):
+        swapped = " (slarm-convert RAW_DIR DATASET_DIR: the raw folder comes first)" \
+            if any((d / "meta").is_dir() for d in empty) else ""
+        _fail("; ".join(map(why_no_episodes, empty)) + swapped, EXIT_USAGE)
+    for d in empty:
+        click.echo(f"warning: {why_no_episodes(d)}; it is left out")
     sources, problems = find(list(raw_dirs))
     for p in problems:
         click.echo(f"warning: {p}")

@@ -40,3 +40,22 @@ def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
             except RawFormatError as e:
                 problems.append(f"{path.parent}/{e}; skipped")
     return found, problems
+
+
+def holds_episodes(folder: Path) -> bool:
+    """Whether `folder` holds episode files (complete or not) of its own."""
+    complete, partial = list_episodes(folder)
+    return bool(complete or partial)
+
+
+def why_no_episodes(folder: Path) -> str:
+    """What `folder`, which holds no episode files, is instead, and what to give."""
+    if (folder / "meta" / "info.json").is_file():
+        return f"{folder} is a LeRobot dataset, not a folder of raw episodes"
+    inside = [d for d in sorted(folder.iterdir()) if d.is_dir() and holds_episodes(d)] if folder.is_dir() else []
+    if inside:
+        return (f"{folder} holds no episodes itself, but its folder{'s' if len(inside) > 1 else ''} "
+                f"{', '.join(map(str, inside))} do{'' if len(inside) > 1 else 'es'}: give "
+                + ("one of them (or several)" if len(inside) > 1 else "that one"))
+    return f"no raw episodes in {folder} (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})"
+

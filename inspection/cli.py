@@ -11,6 +11,8 @@ import click
 from capture.episode_file import episode_index, list_episodes
 from capture.status import count
 
+from convert.sources import holds_episodes, why_no_episodes
+
 from .report import Inspection, inspect
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -49,6 +51,8 @@ def main(target, as_json, plot, rerun_episode, save):
         click.echo(json.dumps(result.as_dict(), indent=1))
     else:
         click.echo(table(result))
+    if target.is_dir() and not holds_episodes(target):
+        _note(as_json, f"note: {why_no_episodes(target)}")
     if plot:
         from .plot import plot as draw
 

@@ -122,6 +122,10 @@ def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_pat
     assert r.returncode == 0
     assert "nothing to add: " in r.stdout and "already holds all 2 episodes" in r.stdout
     assert tree_digest(out) == before
+    r = convert(out, tmp_path / "ds2")  # the two folders swapped
+    assert r.returncode == 2 and f"{out} is a LeRobot dataset, not a folder of raw episodes (slarm-convert RAW_DIR " \
+        "DATASET_DIR: the raw folder comes first)" in r.stdout
+    assert tree_digest(out) == before and not (tmp_path / "ds2").exists()
 
     cfg = write_config(tmp_path, raw_dir=str(tmp_path / "raw"))
     r = capture("--config", str(cfg), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
@@ -287,6 +291,13 @@ def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     assert not (tmp_path / "ds").exists()
     r = convert(tmp_path / "nowhere", tmp_path / "ds")
     assert r.returncode == 2 and "no such folder of raw episodes" in r.stdout
+    r = convert(raw.parent, tmp_path / "ds")  # raw_dir, not raw_dir/dataset_name
+    assert r.returncode == 2 and f"{raw.parent} holds no episodes itself, but its folder {raw} does: give that one" \
+        in r.stdout
+    (tmp_path / "empty").mkdir()
+    r = convert(raw, tmp_path / "empty", tmp_path / "ds")  # a second raw folder with nothing in it
+    assert r.returncode == 0 and f"warning: no raw episodes in {tmp_path / 'empty'} " in r.stdout
+    assert "done: 2 episodes added" in r.stdout
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     r = convert(raw, tmp_path / "notes")

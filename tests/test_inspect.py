@@ -153,6 +153,12 @@ def test_rerun_replays_an_episode_on_its_timeline(recordings, tmp_path):
 def test_missing_target_is_one_clear_error(tmp_path):
     r = inspect(tmp_path / "nowhere")
     assert r.returncode == 2 and "no such folder or episode file" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "raw" / "pickplace").mkdir(parents=True)
+    (tmp_path / "raw" / "pickplace" / "episode_000000.h5.partial").touch()
+    r = inspect(tmp_path / "raw")  # raw_dir, not raw_dir/dataset_name
+    assert r.stdout.splitlines()[-1] == \
+        f"note: {tmp_path / 'raw'} holds no episodes itself, but its folder {tmp_path / 'raw' / 'pickplace'} does: " \
+        "give that one"
 
 
 def test_several_raw_dirs_into_one_dataset_then_rerun_adds_nothing(tmp_path):
