@@ -7,7 +7,6 @@ the sampling thread (sampler.py) only samples and hands ticks over through on_ti
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import platform
 import shutil
 import signal
@@ -21,7 +20,7 @@ from . import keys as K
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
 from .sampler import Sampler
-from .status import Output, count, first_line
+from .status import Output, count, disk_full, first_line
 
 RETRY_EVERY_S = 1.0
 SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
@@ -257,7 +256,7 @@ class Session:
         raise RecordingError(self._write_error(error))
 
     def _write_error(self, error: BaseException) -> str:
-        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        if disk_full(error):
             return f"the disk holding {self.folder} is full. " + self._how_to_go_on()
         return f"cannot write episodes into {self.folder}: {first_line(error)}. " + self._how_to_go_on()
 

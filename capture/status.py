@@ -8,6 +8,7 @@ missed ticks or a slow camera appear, a device is being reconnected).
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 import time
@@ -54,6 +55,15 @@ def first_line(e: BaseException) -> str:
     """An error's first line (its type when it has no text): for messages that must stay one line."""
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """Whether `e`, or an error that led to it, is a full disk (or an exhausted quota)."""
+    while e is not None:
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def count(n: int, noun: str) -> str:

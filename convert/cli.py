@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import gc
 import logging
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 import click
 
 from capture import config as C
-from capture.status import count
+from capture.status import count, disk_full
 
 from . import target as T
 from . import v21, v30
@@ -23,7 +22,7 @@ from .encoding import CODECS, SizeRefused, check_codec
 from .frames import RESIZE_MODES
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
-from .sources import Source, find, holds_episodes, why_no_episodes
+from .sources import Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
 from .workers import Skipped, in_workers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -121,7 +120,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     empty = [d for d in raw_dirs if not holds_episodes(d)]
     if len(empty) == len(raw_dirs):
         swapped = " (slarm-convert RAW_DIR DATASET_DIR: the raw folder comes first)" \
-            if any((d / "meta").is_dir() for d in empty) else ""
+            if any(map(is_lerobot_dataset, empty)) else ""
         _fail("; ".join(map(why_no_episodes, empty)) + swapped, EXIT_USAGE)
     for d in empty:
         click.echo(f"warning: {why_no_episodes(d)}; it is left out")
@@ -186,7 +185,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     except Exception as e:
         shutil.rmtree(work, ignore_errors=True)
         full = (f"\nThe disk holding {work.parent} is full: the new dataset is written next to the old one, which it "
-                "replaces at the end. Free some space, then run the same command again." if _disk_full(e) else "")
+                "replaces at the end. Free some space, then run the same command again." if disk_full(e) else "")
         _fail(f"conversion failed, {dataset_dir} is unchanged: {e}{full}", EXIT_FAILURE)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -333,15 +332,6 @@ def run() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-
-
-def _disk_full(e: BaseException | None) -> bool:
-    """Whether `e`, or an error that led to it, is a full disk (or quota)."""
-    while e is not None:
-        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def _fail(message: str, code: int):

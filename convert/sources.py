@@ -48,9 +48,13 @@ def holds_episodes(folder: Path) -> bool:
     return bool(complete or partial)
 
 
+def is_lerobot_dataset(folder: Path) -> bool:
+    return (folder / "meta" / "info.json").is_file()
+
+
 def why_no_episodes(folder: Path) -> str:
     """What `folder`, which holds no episode files, is instead, and what to give."""
-    if (folder / "meta" / "info.json").is_file():
+    if is_lerobot_dataset(folder):
         return f"{folder} is a LeRobot dataset, not a folder of raw episodes"
     inside = [d for d in sorted(folder.iterdir()) if d.is_dir() and holds_episodes(d)] if folder.is_dir() else []
     if inside:
