@@ -93,6 +93,7 @@ class EpisodeWriter:
         self.first_tick: Tick | None = None
         self.last_tick: Tick | None = None
         self.ticks_put = 0
+        self.most_behind = 0  # the largest backlog so far
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"writer-{path.stem}", daemon=True)
@@ -126,6 +127,7 @@ class EpisodeWriter:
             return
         self.last_tick = tick  # before first_tick: the main thread reads last_tick once first_tick is set
         self.ticks_put += 1
+        self.most_behind = max(self.most_behind, self.backlog)
         if self.first_tick is None:
             self.first_tick = tick
         self._queue.put(tick)

@@ -326,11 +326,11 @@ class Session:
         room = self._room_s()
         low_disk = room is not None and room < LOW_DISK_S
         if ep is not None:
-            missed, behind = ep.missed_ticks, ep.backlog / self.cfg.fps
+            missed, behind = ep.missed_ticks, ep.backlog / self.cfg.fps  # behind: shown once it reached 1 s
             slow = "".join(f" | {cam.name} only {gave:.0f}/{asked} fps" for cam, gave, asked in self._slow_cameras(ep))
             self.out.status(f"Recording episode {self.recording_index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
                             + (f" | {missed} missed" if missed else "") + slow
-                            + (f" | disk {behind:.0f}s behind" if behind >= 1 else "")
+                            + (f" | disk {behind:.0f}s behind" if ep.most_behind >= self.cfg.fps else "")
                             + (f" | disk full in {room:.0f}s" if low_disk else ""))
         else:
             self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
