@@ -93,7 +93,7 @@ class EpisodeWriter:
         self.first_tick: Tick | None = None
         self.last_tick: Tick | None = None
         self.ticks_put = 0
-        self.most_behind = 0  # the largest backlog so far
+        self.most_behind = 0  # the largest backlog the writer thread has met
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"writer-{path.stem}", daemon=True)
@@ -114,11 +114,6 @@ class EpisodeWriter:
         return self.ticks_put - self.frames_written
 
     @property
-    def failed(self) -> bool:
-        """Writing this episode failed (disk full, disk gone); save() would raise."""
-        return self.error is not None
-
-    @property
     def full(self) -> bool:
         return self.max_ticks is not None and self.ticks_put >= self.max_ticks
 
@@ -127,7 +122,6 @@ class EpisodeWriter:
             return
         self.last_tick = tick  # before first_tick: the main thread reads last_tick once first_tick is set
         self.ticks_put += 1
-        self.most_behind = max(self.most_behind, self.backlog)
         if self.first_tick is None:
             self.first_tick = tick
         self._queue.put(tick)
@@ -211,6 +205,7 @@ class EpisodeWriter:
             yield from (g["frames"], g["capture_time"], g["frame_seq"])
 
     def _append(self, f: h5py.File, row: int, tick: Tick) -> int:
+        self.most_behind = max(self.most_behind, self.ticks_put - row)
         if row >= f["timestamp"].shape[0]:
             for ds in self._datasets(f):
                 ds.resize(row + _GROW, axis=0)

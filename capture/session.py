@@ -115,8 +115,10 @@ class Session:
         self.sampler.start()
         try:
             while True:
-                if self.episode is not None and self.episode.failed:
-                    self._writing_failed(self.episode.error)
+                if self.episode is not None and self.episode.error is not None:  # disk full, disk gone
+                    error = self.episode.error
+                    self._discard("it could not be written")
+                    raise RecordingError(self._write_error(error))
                 if self.fault is not None:
                     self._handle_fault()
                 if self.broken:
@@ -170,7 +172,6 @@ class Session:
     def _start(self) -> None:
         index = self.next_index
         path = self.folder / f"{episode_name(index)}.h5"
-        self.folder.mkdir(parents=True, exist_ok=True)
         room = self._room_s(now=True) if self.auto is not None else None
         if room is not None and room < self.auto.seconds:
             raise RecordingError(
@@ -214,8 +215,7 @@ class Session:
         try:
             path = episode.save()
         except Exception as e:
-            self.discarded += 1
-            self.out.message(f"discarded episode {self.recording_index} (it could not be written)")
+            self._count_discarded("it could not be written")
             raise RecordingError(self._write_error(e)) from None
         self.saved += 1
         self.next_index = self.recording_index + 1
@@ -248,12 +248,11 @@ class Session:
     def _discard(self, why: str) -> None:
         episode, self.episode = self.episode, None
         episode.discard()
+        self._count_discarded(why)
+
+    def _count_discarded(self, why: str) -> None:
         self.discarded += 1
         self.out.message(f"discarded episode {self.recording_index} ({why})")
-
-    def _writing_failed(self, error: BaseException) -> None:
-        self._discard("it could not be written")
-        raise RecordingError(self._write_error(error))
 
     def _write_error(self, error: BaseException) -> str:
         if disk_full(error):
@@ -273,8 +272,7 @@ class Session:
             return room
         try:
             frames = [cam.latest().data for cam in self.cameras]
-            folder = next(p for p in (self.folder, *self.folder.parents) if p.exists())
-            free = shutil.disk_usage(folder).free
+            free = shutil.disk_usage(self.folder).free  # made by prepare()
         except (CameraError, OSError):
             room = None
         else:

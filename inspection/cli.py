@@ -10,7 +10,6 @@ import click
 
 from capture.episode_file import episode_index, list_episodes
 from capture.status import count
-
 from convert.sources import holds_episodes, why_no_episodes
 
 from .report import Inspection, inspect
