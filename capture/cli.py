@@ -12,7 +12,8 @@ from .cameras import CameraError, make_camera
 from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
 from .preview import MODES, Preview
-from .session import AutoEpisodes, RecordingError, Session, SessionError, install_signal_handlers
+from .processes import stop_on_terminate
+from .session import AutoEpisodes, RecordingError, Session, SessionError
 from .status import Output, count
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -49,7 +50,7 @@ def main(config_path, sim, episodes, episode_time, preview):
     auto = AutoEpisodes(episodes, episode_time) if episodes else None
 
     sys.setswitchinterval(0.001)  # hand the interpreter to the sampling thread promptly when it wakes
-    install_signal_handlers()
+    stop_on_terminate()
     keys = Keys()
     if auto is None and keys.start() == "none":
         _fail(out, "no keyboard to control the session (no terminal, no display). "

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import shutil
-import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -355,17 +353,6 @@ def _lock(folder: Path):
 
 def _label(device) -> str:
     return device.label
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM ends the session like Ctrl-C: current episode discarded, devices closed."""
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    if sys.platform != "win32":
-        signal.signal(signal.SIGHUP, on_term)
 
 
 def _version(package: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from capture import config as C
+from capture.processes import stop_on_terminate, stops_held
 from capture.status import count, disk_full
 
 from . import target as T
@@ -25,7 +26,7 @@ from .settings import DEVICES, FORMATS, Settings
 from .sources import Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
 from .workers import Skipped, in_workers
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def parse_size(ctx, param, value):
@@ -84,6 +85,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
       slarm-convert raw/pad datasets/pad_openpi --format v2.1 --action next-state --size 224x224
     """
     started = time.monotonic()
+    stop_on_terminate()
     _quiet_libraries()
     private_flag = private
     if config_path:
@@ -156,6 +158,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         work = T.work_dir(dataset_dir)
     except T.TargetError as e:
         _fail(str(e), EXIT_USAGE)
+    replaced = False
     try:
         merged = work / "dataset"
         if fmt == "v3.0":
@@ -181,7 +184,18 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
         cams = [f"observation.images.{c}" for c, _, _ in first.cameras]
         layout.verify(merged, len(episodes), total_frames, cams)
-        T.replace(dataset_dir, merged)
+        with stops_held():  # a Ctrl-C here lands after the swap, never between its steps
+            T.replace(dataset_dir, merged)
+            replaced = True
+    except KeyboardInterrupt:
+        shutil.rmtree(work, ignore_errors=True)
+        if replaced:
+            now = f"{dataset_dir} was complete by then: it holds {count(len(episodes), 'episode')}"
+        elif target.exists:
+            now = f"{dataset_dir} is unchanged; run the same command again to add the new episodes"
+        else:
+            now = f"nothing was written to {dataset_dir}; run the same command again to convert"
+        _fail(f"interrupted: {now}", EXIT_INTERRUPTED)
     except Exception as e:
         shutil.rmtree(work, ignore_errors=True)
         full = (f"\nThe disk holding {work.parent} is full: the new dataset is written next to the old one, which it "
@@ -292,13 +306,15 @@ def _check_repo_id(repo_id: str) -> None:
 def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
     from .hub import push
 
+    cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
     try:
         push(dataset_dir, repo_id, private, fmt)
+    except KeyboardInterrupt:
+        _fail(f"push to the Hub interrupted. The local dataset {dataset_dir} is intact; run the same command "
+              f"again to push it:\n  {cmd}", EXIT_INTERRUPTED)
     except Exception as e:
-        cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
-        click.echo(f"error: push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "
-                   f"log in (hf auth login) and run the same command again to retry:\n  {cmd}")
-        sys.exit(EXIT_FAILURE)
+        _fail(f"push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "
+              f"log in (hf auth login) and run the same command again to retry:\n  {cmd}", EXIT_FAILURE)
     click.echo(f"pushed to https://huggingface.co/datasets/{repo_id}")
 
 

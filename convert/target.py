@@ -119,9 +119,9 @@ def write_meta(root: Path, settings: dict, episodes: list[dict]) -> None:
 
 
 def replace(target: Path, new: Path) -> None:
-    """Make `new` the dataset at `target`, atomically where the platform allows."""
+    """Make `new` the dataset at `target`, atomically where the platform allows. Where the two
+    are exchanged, `new` then holds the old dataset, for the caller to remove."""
     if target.exists() and _exchange(new, target):
-        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old dataset
         return
     if target.exists():
         backup = target.with_name(target.name + ".slarm-old")

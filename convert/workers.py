@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from capture.processes import STOPS
 from capture.status import count
 
 from .frames import UnreadableFrame
@@ -66,12 +67,15 @@ _stopping = None  # in a worker: the event slarm-convert sets when it gives up o
 
 def _start_worker(parent: int, stopping, threads: int) -> None:
     """In a new worker: end with slarm-convert, even when it is killed (Linux; an orphaned worker
-    would wait for work forever), and know when to stop early. OpenCV gets the worker's share of
-    the cores: its own pool of one thread per core would compete with the other workers."""
+    would wait for work forever), and know when to stop early: a Ctrl-C (or a SIGTERM to the process
+    group) reaches every worker too; slarm-convert, not each worker, decides what it means. OpenCV gets the worker's
+    share of the cores: its own pool of one thread per core would compete with the other workers."""
     global _stopping
     import cv2
 
     _stopping = stopping
+    for sig in STOPS:
+        signal.signal(sig, signal.SIG_IGN)
     cv2.setNumThreads(threads)
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -360,7 +360,10 @@ def test_arm_unplugged_mid_episode(config):
     unplug_during_second_episode(config, kill("arm"))
 
 
-def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
+@pytest.mark.parametrize("stop", ["ctrl-c", "SIGTERM", "SIGHUP"])
+def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config, stop):
+    """Ctrl-C, a SIGTERM (kill, systemd) or a closed terminal (SIGHUP, e.g. an SSH link that
+    drops) mid-episode: that episode is discarded, the saved one kept, torque off."""
     p = spawn_capture("--config", str(config), "--sim", "--preview", "off")
     p.expect(r"simulated hardware in .*\)")
     sim_line = p.after
@@ -373,7 +376,10 @@ def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config):
     p.send(" ")
     p.expect("Recording episode 1")
     time.sleep(1.0)
-    p.sendintr()
+    if stop == "ctrl-c":
+        p.sendintr()
+    else:
+        p.kill(getattr(signal, stop))
     p.expect("interrupted")
     p.expect("done: 1 episode saved")
     p.expect(pexpect_eof())

@@ -178,24 +178,36 @@ def test_one_and_two_workers_give_the_same_data(raw, tmp_path):
         assert diff < 0.01
 
 
+def one_episode_dataset(raw: Path, tmp_path: Path) -> Path:
+    """tmp_path/ds converted from the first raw episode alone, so that converting `raw` appends."""
+    out = tmp_path / "ds"
+    first = tmp_path / "first" / "so101_pickplace_v1"
+    first.mkdir(parents=True)
+    shutil.copy(sorted(raw.glob("*.h5"))[0], first)
+    assert convert(first, out).returncode == 0
+    return out
+
+
+def start_until(marker: str, raw: Path, out: Path, **popen) -> subprocess.Popen:
+    """`slarm-convert raw out --workers 1`, returned once `marker` appears in its work folder."""
+    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", "1"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
+    while not list(out.parent.glob(f".slarm-work-{out.name}-*/{marker}")):
+        assert proc.poll() is None, f"the run ended before {marker} appeared"
+        time.sleep(0.002)
+    return proc
+
+
 @pytest.mark.parametrize("stage, marker", [  # a file that appears in the work folder at that stage of the run
     ("encoding", "encoded/episode-0/wrist/video.mp4"),  # workers encoding, LeRobot being imported
     ("writing", "new/meta/info.json"),  # LeRobot's writer adding the new episodes
     ("verifying", "dataset/meta/slarm.json"),  # merged with the old dataset, being reread
 ], ids=["encoding", "writing", "verifying"])
 def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded, raw, tmp_path, stage, marker):
-    out = tmp_path / "ds"
-    first = tmp_path / "first" / "so101_pickplace_v1"
-    first.mkdir(parents=True)
-    shutil.copy(sorted(raw.glob("*.h5"))[0], first)
-    assert convert(first, out).returncode == 0
+    out = one_episode_dataset(raw, tmp_path)
     before = tree_digest(out)
 
-    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", "1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    while not list(tmp_path.glob(f".slarm-work-ds-*/{marker}")):
-        assert proc.poll() is None, f"the run ended before reaching {stage}"
-        time.sleep(0.002)
+    proc = start_until(marker, raw, out)
     workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -212,6 +224,51 @@ def test_killed_conversion_leaves_previous_dataset_and_rerun_completes(recorded,
     assert "done: 1 episode added, 1 already there" in r.stdout
     assert load(out).num_episodes == 2
     assert not list(tmp_path.glob(".slarm-work-*")), "work folders of killed runs are cleaned up"
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_leaves_the_dataset_as_it_was_and_no_work_folder(raw, tmp_path, stop):
+    """Ctrl-C in the terminal (SIGINT to slarm-convert and its workers), or SIGTERM from a job
+    scheduler, while the workers encode: one line saying what became of the dataset, exit 130,
+    the dataset exactly as before, no work folder or worker left; the same command then finishes."""
+    out = one_episode_dataset(raw, tmp_path)
+    before = tree_digest(out)
+
+    proc = start_until("encoded/episode-0/wrist/video.mp4", raw, out, text=True, start_new_session=True)
+    workers = children(proc.pid)
+    assert workers, "workers were running when the run was stopped"
+    os.killpg(proc.pid, getattr(signal, stop))
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert output.strip().splitlines()[-1] == (f"error: interrupted: {out} is unchanged; run the same command "
+                                               "again to add the new episodes")
+    assert "Traceback" not in output
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "no worker stays"
+    assert not list(tmp_path.glob(".slarm-work-*")), "no work folder is left"
+    assert tree_digest(out) == before, "the dataset is exactly as before"
+
+    r = convert(raw, out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 1 episode added, 1 already there" in r.stdout
+    assert load(out).num_episodes == 2
+
+
+def test_a_stop_waits_for_a_step_that_must_not_be_cut_in_two():
+    """The exchange of the old dataset for the new one is never cut in two by Ctrl-C: the
+    interrupt comes right after it, so slarm-convert can say which dataset is in place."""
+    r = subprocess.run([sys.executable, "-c", """if True:
+        import os, signal, time
+        from capture.processes import stops_held
+        try:
+            with stops_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+                print("step done")
+            print("not reached")
+        except KeyboardInterrupt:
+            print("interrupted after it")
+        """], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.split("\n")[:2] == ["step done", "interrupted after it"], r.stdout + r.stderr
 
 
 def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
@@ -343,21 +400,25 @@ def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypa
     assert "pushed to https://huggingface.co/datasets/me/pickplace" in result.output
 
 
-def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure, code, says", [
+    (ConnectionError("no network"), 1, "push to the Hub failed (no network)"),
+    (KeyboardInterrupt(), 130, "push to the Hub interrupted"),  # Ctrl-C during a long upload
+], ids=["offline", "ctrl-c"])
+def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monkeypatch, failure, code, says):
     import lerobot.datasets.lerobot_dataset as lrd
 
     class Offline(FakeHub):
         def create_repo(self, **kw):
-            raise ConnectionError("no network")
+            raise failure
 
     monkeypatch.setattr(lrd, "HfApi", Offline)
     out = tmp_path / "ds"
     args = [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--task", "pick it up"]
     monkeypatch.setattr(sys, "argv", ["slarm-convert", *args])  # as the user typed it
     result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main, args)
-    assert result.exit_code == 1
-    assert "push to the Hub failed (no network)" in result.output
-    assert "run the same command again to retry" in result.output
+    assert result.exit_code == code, result.output
+    assert says in result.output
+    assert "The local dataset" in result.output and "run the same command again to" in result.output
     retry = result.output.rstrip().splitlines()[-1]
     assert shlex.split(retry) == ["slarm-convert", *args], "the retry command can be pasted as it is"
     assert load(out).num_episodes == 2
