@@ -12,7 +12,7 @@ from .cameras import CameraError, make_camera
 from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
 from .preview import MODES, Preview
-from .processes import stop_on_terminate
+from .processes import stop_on_signals
 from .session import AutoEpisodes, RecordingError, Session, SessionError
 from .status import Output, count
 
@@ -50,7 +50,7 @@ def main(config_path, sim, episodes, episode_time, preview):
     auto = AutoEpisodes(episodes, episode_time) if episodes else None
 
     sys.setswitchinterval(0.001)  # hand the interpreter to the sampling thread promptly when it wakes
-    stop_on_terminate()
+    stop_on_signals()
     keys = Keys()
     if auto is None and keys.start() == "none":
         _fail(out, "no keyboard to control the session (no terminal, no display). "

@@ -19,26 +19,43 @@ def alive(pid: int) -> bool:
         return True
 
 
-def stop_on_terminate() -> None:
-    """SIGTERM (kill, a job scheduler, systemd) and SIGHUP (the terminal closed) end the program
-    the way Ctrl-C does: as a KeyboardInterrupt, so that its clean-up runs."""
+class _Stops:
+    came = False  # a stop signal has come
+    held = False  # inside stops_held()
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT), SIGTERM (kill, a job scheduler, systemd) and SIGHUP (the terminal closed)
+    all end the program as a KeyboardInterrupt in the main thread, so that its clean-up runs;
+    inside stops_held() the interrupt waits until the block is done."""
 
     def stop(signum, frame):
-        raise KeyboardInterrupt
+        _Stops.came = True
+        if not _Stops.held:
+            raise KeyboardInterrupt
 
-    for sig in STOPS[1:]:
+    for sig in STOPS:
         signal.signal(sig, stop)
+
+
+def raise_if_stopped() -> None:
+    """KeyboardInterrupt if a stop has come. The handler's own KeyboardInterrupt can be lost:
+    raised while a C extension runs Python code (e.g. pandas' modules as they are imported),
+    it may be swallowed there. Call this where the program may stop cleanly."""
+    if _Stops.came:
+        raise KeyboardInterrupt
 
 
 @contextmanager
 def stops_held():
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (a step that must not be cut in
-    two); the KeyboardInterrupt comes right after it."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows
-        yield
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    """A step that must not be cut in two: a stop (see stop_on_signals) that comes meanwhile
+    raises KeyboardInterrupt right after it, one that came before, right away. Python runs
+    signal handlers in the main thread, whichever thread the signal reached, so this holds in
+    a process with many threads."""
+    raise_if_stopped()
+    _Stops.held = True
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        _Stops.held = False
+    raise_if_stopped()

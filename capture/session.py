@@ -17,6 +17,7 @@ from pathlib import Path
 from . import keys as K
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
+from .processes import raise_if_stopped
 from .sampler import Sampler
 from .status import Output, count, disk_full, first_line
 
@@ -113,6 +114,7 @@ class Session:
         self.sampler.start()
         try:
             while True:
+                raise_if_stopped()  # a Ctrl-C that a library swallowed
                 if self.episode is not None and self.episode.error is not None:  # disk full, disk gone
                     error = self.episode.error
                     self._discard("it could not be written")

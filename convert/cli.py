@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from capture import config as C
-from capture.processes import stop_on_terminate, stops_held
+from capture.processes import stop_on_signals, stops_held
 from capture.status import count, disk_full
 
 from . import target as T
@@ -85,7 +85,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
       slarm-convert raw/pad datasets/pad_openpi --format v2.1 --action next-state --size 224x224
     """
     started = time.monotonic()
-    stop_on_terminate()
+    stop_on_signals()
     _quiet_libraries()
     private_flag = private
     if config_path:

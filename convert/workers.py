@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from capture.processes import STOPS
+from capture.processes import STOPS, raise_if_stopped
 from capture.status import count
 
 from .frames import UnreadableFrame
@@ -53,13 +53,20 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
         future.add_done_callback(lambda _, frames=source.frames: bar.update(frames))
 
     try:
-        yield (future.result() for future in futures)
+        yield _in_order(futures)
     except BaseException:
         stopping.set()  # running episodes stop at their next frame
         raise
     finally:
         pool.shutdown(cancel_futures=True)
         bar.close()
+
+
+def _in_order(futures):
+    for future in futures:
+        result = future.result()
+        raise_if_stopped()  # a Ctrl-C that a library swallowed (e.g. while LeRobot was imported)
+        yield result
 
 
 _stopping = None  # in a worker: the event slarm-convert sets when it gives up on the run
