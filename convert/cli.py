@@ -110,6 +110,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     codec = codec or "libsvtav1"
     settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
     layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
+    dataset_dir = _dataset_folder(dataset_dir)
 
     for d in raw_dirs:
         if d.is_file():
@@ -241,6 +242,18 @@ def _write_per_episode(new: list[Source], work: Path, settings: Settings, worker
 
     with in_workers(v21.write_episode, new, work, settings, workers) as results:
         return list(results)
+
+
+def _dataset_folder(path: Path) -> Path:
+    """DATASET_DIR as given, or where it really is when that matters: the new dataset is built
+    beside it and then takes its place, so "." or ".." must become a folder name, and a symlink
+    to a dataset the folder it points to (the symlink stays)."""
+    real, here = path.resolve(), Path.cwd()
+    if real == here or real in here.parents:
+        _fail(f"{path} is the folder this command runs in{'' if real == here else ' (or holds it)'}: slarm-convert "
+              "replaces DATASET_DIR as a whole when it is done, which would leave this shell in a removed folder. "
+              "Run it from another folder (e.g. the one above)", EXIT_USAGE)
+    return real if path.is_symlink() or path.name in ("", ".", "..") else path
 
 
 def _check_cuda() -> None:

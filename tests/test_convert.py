@@ -26,9 +26,9 @@ from convert.frames import to_image
 from convert.stats import ImageHistogram, image_stats, sample_indices
 
 
-def convert(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def convert(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "convert.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+                          timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
 def load(root: Path):
@@ -389,6 +389,23 @@ def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
     r = convert(raw, tmp_path / "notes" / "todo.txt" / "ds")
     assert r.returncode == 2 and f"{tmp_path / 'notes' / 'todo.txt'} is a file, not a folder" in r.stdout, r.stderr
+    (tmp_path / "mine").mkdir()
+    r = convert(raw, ".", cwd=tmp_path / "mine")  # made the new dataset's folder, went into it
+    assert r.returncode == 2 and ". is the folder this command runs in" in r.stdout, r.stdout + r.stderr
+    assert "Run it from another folder" in r.stdout and "Traceback" not in r.stderr
+    assert not any((tmp_path / "mine").iterdir())
+
+
+def test_a_dataset_folder_that_is_a_symlink_stays_one(raw, tmp_path):
+    """datasets/x -> /mnt/big/x (a dataset kept on another disk): the episodes are appended where
+    the dataset is, and the link stays a link."""
+    real = one_episode_dataset(raw, tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    r = convert(raw, link)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert link.is_symlink() and link.resolve() == real
+    assert load(real).num_episodes == 2
 
 
 class FakeHub:
