@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 STOPS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if sys.platform != "win32" else ())
 
@@ -17,6 +18,23 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def hold_lock(path: Path):
+    """The lock file at `path`, open and locked, which keeps other runs out (of a raw folder, of a
+    dataset) while this process lives: the operating system drops the lock when it ends, even
+    when killed. None when another process holds it."""
+    f = open(path, "a")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return f
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 class _Stops:

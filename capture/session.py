@@ -17,7 +17,7 @@ from pathlib import Path
 from . import keys as K
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
-from .processes import raise_if_stopped
+from .processes import hold_lock, raise_if_stopped
 from .sampler import Sampler
 from .status import Output, count, disk_full, first_line
 
@@ -79,7 +79,8 @@ class Session:
         find the next episode number."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._lock = _lock(self.folder)
+            # beside the folder, which holds episode files only
+            self._lock = hold_lock(self.folder.parent / f".{self.folder.name}.slarm-capture-lock")
         except OSError as e:
             raise SessionError(f"cannot record into {self.folder}: {e.strerror or e}. "
                                "Set raw_dir in the config to a folder you can write to") from None
@@ -334,23 +335,6 @@ class Session:
             self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
                             + (f" | disk: room for {room:.0f}s" if low_disk else "")
                             + (" | SPACE to record" if self.keys.source != "none" else ""))
-
-
-def _lock(folder: Path):
-    """An open lock file (beside `folder`, which holds episode files only) that keeps other
-    sessions out of `folder` while this process lives (the operating system drops the lock when
-    it ends, even when killed); None when another session holds it."""
-    f = open(folder.parent / f".{folder.name}.slarm-capture-lock", "a")
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks
-        return f
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
 
 
 def _label(device) -> str:

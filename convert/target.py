@@ -18,10 +18,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capture.processes import alive as _alive
+from capture.processes import alive as _alive, hold_lock
 
 SLARM_META = "meta/slarm.json"
 WORK_PREFIX = ".slarm-work-"
+_claims = []  # the lock files of claim(), open while this process lives
 
 
 class TargetError(ValueError):
@@ -90,16 +91,27 @@ def _recorded_features(feats: dict) -> dict:
             if k.startswith(("observation.", "action"))}
 
 
-def work_dir(target: Path) -> Path:
-    """A fresh work folder beside the target (same file system, so the final exchange is a rename)."""
+def claim(target: Path) -> None:
+    """This run's hold on `target`: the folder it goes in made, and the lock file beside it taken
+    (held while the process lives), so that two runs into one dataset, each adding its own
+    episodes, cannot replace it one after the other, the second without the first's episodes."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(target.parent / f".{target.name}.slarm-convert-lock")
     except (FileExistsError, NotADirectoryError):
         blocker = next(p for p in (target.parent, *target.parent.parents) if p.exists())
         raise TargetError(f"cannot create {target.parent}: {blocker} is a file, not a folder") from None
     except OSError as e:
-        raise TargetError(f"cannot create {target.parent} ({e.strerror}); give a DATASET_DIR in a folder you can "
+        raise TargetError(f"cannot write in {target.parent} ({e.strerror}); give a DATASET_DIR in a folder you can "
                           "write to") from None
+    if lock is None:
+        raise TargetError(f"another slarm-convert is writing into {target}; wait for it to end, then run this "
+                          "command again (it adds what is still missing)")
+    _claims.append(lock)
+
+
+def work_dir(target: Path) -> Path:
+    """A fresh work folder beside the target (same file system, so the final exchange is a rename)."""
     for old in target.parent.glob(f"{WORK_PREFIX}{target.name}-*"):
         pid = old.name.rsplit("-", 1)[-1]
         if not (pid.isdigit() and _alive(int(pid))):

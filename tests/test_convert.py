@@ -298,6 +298,25 @@ def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_run():
     assert r.stdout.split() == ["swallowed", "stopped"], r.stdout + r.stderr
 
 
+def test_a_second_conversion_into_the_same_dataset_is_refused_while_the_first_runs(raw, tmp_path):
+    """Two terminals (or two batch jobs) appending different raw folders to one dataset: each would
+    put back the dataset as it found it plus its own episodes, the later one without the other's.
+    The second is refused at once, with what to do; the first completes."""
+    other = tmp_path / "other" / "so101_pickplace_v1"
+    other.mkdir(parents=True)
+    shutil.copy(sorted(raw.glob("*.h5"))[0], other)
+    out = tmp_path / "ds"
+    first = start_until("encoded/episode-0/wrist/video.mp4", raw, out, text=True)
+    r = convert(other, out)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.strip() == (f"error: another slarm-convert is writing into {out}; wait for it to end, then run "
+                                "this command again (it adds what is still missing)")
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 0 and "done: 2 episodes added" in output, output
+    assert load(out).num_episodes == 2
+    assert convert(other, out).returncode == 0, "once the first has ended, the same command runs"
+
+
 def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
     """Appending with no room left on the dataset's disk (a small tmpfs, filled up): one message
     that says what to do, exit 1, the dataset exactly as before, no work folder left behind."""
@@ -318,7 +337,7 @@ def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
     assert f"The disk holding {disk} is full" in r.stdout and "run the same command again" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert tree_digest(after) == tree_digest(before), "the dataset is exactly as before"
-    assert (tmp_path / "left.txt").read_text().split() == ["ds"], "no work folder is left"
+    assert (tmp_path / "left.txt").read_text().split() == [".ds.slarm-convert-lock", "ds"], "no work folder is left"
     assert load(after).num_episodes == 1
 
 
