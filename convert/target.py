@@ -22,7 +22,6 @@ from capture.processes import alive as _alive, hold_lock
 
 SLARM_META = "meta/slarm.json"
 WORK_PREFIX = ".slarm-work-"
-_claims = []  # the lock files of claim(), open while this process lives
 
 
 class TargetError(ValueError):
@@ -91,10 +90,11 @@ def _recorded_features(feats: dict) -> dict:
             if k.startswith(("observation.", "action"))}
 
 
-def claim(target: Path) -> None:
+def claim(target: Path):
     """This run's hold on `target`: the folder it goes in made, and the lock file beside it taken
-    (held while the process lives), so that two runs into one dataset, each adding its own
-    episodes, cannot replace it one after the other, the second without the first's episodes."""
+    (held until the returned file is closed, or the process ends), so that two runs into one
+    dataset, each adding its own episodes, cannot replace it one after the other, the second
+    without the first's episodes."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(target.parent / f".{target.name}.slarm-convert-lock")
@@ -107,7 +107,7 @@ def claim(target: Path) -> None:
     if lock is None:
         raise TargetError(f"another slarm-convert is writing into {target}; wait for it to end, then run this "
                           "command again (it adds what is still missing)")
-    _claims.append(lock)
+    return lock
 
 
 def work_dir(target: Path) -> Path:

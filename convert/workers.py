@@ -74,9 +74,10 @@ _stopping = None  # in a worker: the event slarm-convert sets when it gives up o
 
 def _start_worker(parent: int, stopping, threads: int) -> None:
     """In a new worker: end with slarm-convert, even when it is killed (Linux; an orphaned worker
-    would wait for work forever), and know when to stop early: a Ctrl-C (or a SIGTERM to the process
-    group) reaches every worker too; slarm-convert, not each worker, decides what it means. OpenCV gets the worker's
-    share of the cores: its own pool of one thread per core would compete with the other workers."""
+    would wait for work forever), and know when to stop early. A Ctrl-C (or a SIGTERM to the
+    process group) reaches every worker too: slarm-convert, not each worker, decides what it
+    means. OpenCV gets the worker's share of the cores: its own pool of one thread per core
+    would compete with the other workers."""
     global _stopping
     import cv2
 
