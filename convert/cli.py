@@ -136,7 +136,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     first = sources[0]
 
     try:
-        held = T.claim(dataset_dir)  # noqa: F841  the dataset's lock, dropped when main() ends
+        T.claim(dataset_dir)
         target = T.open_target(dataset_dir)
         T.check_compatible(target, first.fps, layout.features(first, settings), settings.describe())
     except T.TargetError as e:

@@ -22,6 +22,7 @@ from capture.processes import alive as _alive, hold_lock
 
 SLARM_META = "meta/slarm.json"
 WORK_PREFIX = ".slarm-work-"
+_held = {}  # dataset folder -> its lock file, open while this process lives (claim)
 
 
 class TargetError(ValueError):
@@ -90,11 +91,13 @@ def _recorded_features(feats: dict) -> dict:
             if k.startswith(("observation.", "action"))}
 
 
-def claim(target: Path):
-    """This run's hold on `target`: the folder it goes in made, and the lock file beside it taken
-    (held until the returned file is closed, or the process ends), so that two runs into one
-    dataset, each adding its own episodes, cannot replace it one after the other, the second
-    without the first's episodes."""
+def claim(target: Path) -> None:
+    """This process's hold on `target`: the folder it goes in made, and the lock file beside it
+    taken (held while the process lives; the operating system drops it even when killed), so
+    that two runs into one dataset, each adding its own episodes, cannot replace it one after
+    the other, the second without the first's episodes."""
+    if target.resolve() in _held:  # a run before, in this process (main() called in-process)
+        return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(target.parent / f".{target.name}.slarm-convert-lock")
@@ -107,7 +110,7 @@ def claim(target: Path):
     if lock is None:
         raise TargetError(f"another slarm-convert is writing into {target}; wait for it to end, then run this "
                           "command again (it adds what is still missing)")
-    return lock
+    _held[target.resolve()] = lock
 
 
 def work_dir(target: Path) -> Path:
