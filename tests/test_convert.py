@@ -463,11 +463,11 @@ def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypa
     assert "pushed to https://huggingface.co/datasets/me/pickplace" in result.output
 
 
-@pytest.mark.parametrize("failure, code, says", [
-    (ConnectionError("no network"), 1, "push to the Hub failed (no network)"),
-    (KeyboardInterrupt(), 130, "push to the Hub interrupted"),  # Ctrl-C during a long upload
+@pytest.mark.parametrize("failure, code, says, then", [
+    (ConnectionError("no network"), 1, "push to the Hub failed (no network)", "run the same command again to retry"),
+    (KeyboardInterrupt(), 130, "push to the Hub interrupted", "run the same command again to push it"),  # Ctrl-C
 ], ids=["offline", "ctrl-c"])
-def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monkeypatch, failure, code, says):
+def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monkeypatch, failure, code, says, then):
     import lerobot.datasets.lerobot_dataset as lrd
 
     class Offline(FakeHub):
@@ -481,7 +481,7 @@ def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monk
     result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main, args)
     assert result.exit_code == code, result.output
     assert says in result.output
-    assert "The local dataset" in result.output and "run the same command again to" in result.output
+    assert f"The local dataset {out} is intact" in result.output and then in result.output
     retry = result.output.rstrip().splitlines()[-1]
     assert shlex.split(retry) == ["slarm-convert", *args], "the retry command can be pasted as it is"
     assert load(out).num_episodes == 2
