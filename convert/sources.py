@@ -62,4 +62,3 @@ def why_no_episodes(folder: Path) -> str:
                 f"{', '.join(map(str, inside))} do{'' if len(inside) > 1 else 'es'}: give "
                 + ("one of them (or several)" if len(inside) > 1 else "that one"))
     return f"no raw episodes in {folder} (slarm-capture writes them to {{raw_dir}}/{{dataset_name}})"
-

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capture.processes import alive as _alive, hold_lock
+from capture.processes import hold_lock
 
 SLARM_META = "meta/slarm.json"
 WORK_PREFIX = ".slarm-work-"
@@ -96,7 +96,8 @@ def claim(target: Path) -> None:
     taken (held while the process lives; the operating system drops it even when killed), so
     that two runs into one dataset, each adding its own episodes, cannot replace it one after
     the other, the second without the first's episodes."""
-    if target.resolve() in _held:  # a run before, in this process (main() called in-process)
+    key = target.resolve()
+    if key in _held:  # a run before, in this process (main() called in-process)
         return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,17 +111,15 @@ def claim(target: Path) -> None:
     if lock is None:
         raise TargetError(f"another slarm-convert is writing into {target}; wait for it to end, then run this "
                           "command again (it adds what is still missing)")
-    _held[target.resolve()] = lock
+    _held[key] = lock
 
 
 def work_dir(target: Path) -> Path:
-    """A fresh work folder beside the target (same file system, so the final exchange is a rename)."""
+    """A fresh work folder beside the target (same file system, so the final exchange is a rename).
+    Call it holding the claim: any other work folder of this target was left by a killed run."""
     for old in target.parent.glob(f"{WORK_PREFIX}{target.name}-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if not (pid.isdigit() and _alive(int(pid))):
-            shutil.rmtree(old, ignore_errors=True)  # left by a killed run
+        shutil.rmtree(old, ignore_errors=True)
     work = target.parent / f"{WORK_PREFIX}{target.name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
     try:
         work.mkdir()
     except OSError as e:

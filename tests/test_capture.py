@@ -115,11 +115,7 @@ def test_keys_record_two_episodes_and_discard_one(config):
     time.sleep(1.5)
     p.send(" ")
     p.expect(r"saved episode 1: (\d+) frames")
-    p.send("\x1b")
-    p.expect("done: 2 episodes saved, 1 discarded")
-    p.expect(pexpect_eof())
-    p.close()
-    assert p.exitstatus == 0
+    quit_with_esc(p, "done: 2 episodes saved, 1 discarded")
     files = sorted(episodes_dir(config).iterdir())
     assert [f.name for f in files] == ["episode_000000.h5", "episode_000001.h5"]
     for f in files:
@@ -132,6 +128,15 @@ def pexpect_eof():
     import pexpect
 
     return pexpect.EOF
+
+
+def quit_with_esc(p, summary: str) -> None:
+    """ESC ends the session: the summary line, then a clean exit."""
+    p.send("\x1b")
+    p.expect(summary)
+    p.expect(pexpect_eof())
+    p.close()
+    assert p.exitstatus == 0
 
 
 def test_hands_free_episodes_and_torque_stays_off(config):
@@ -301,11 +306,7 @@ def test_a_second_session_into_the_same_raw_folder_is_refused(config):
     assert f"error: another slarm-capture is recording into {episodes_dir(config)}. Stop it first" in second.stdout
     first.send(" ")
     first.expect(r"saved episode 0: \d+ frames")
-    first.send("\x1b")
-    first.expect("done: 1 episode saved, 0 discarded")
-    first.expect(pexpect_eof())
-    first.close()
-    assert first.exitstatus == 0
+    quit_with_esc(first, "done: 1 episode saved, 0 discarded")
     assert [p.name for p in episodes_dir(config).iterdir()] == ["episode_000000.h5"]
     check_episode(episodes_dir(config) / "episode_000000.h5")
 
