@@ -146,7 +146,7 @@ class EpisodeWriter:
     def _run(self) -> None:
         f = None
         try:
-            f = h5py.File(self.partial, "w")
+            f = h5py.File(self.partial, "w", locking=False)  # see open_episode; the folder has our own lock
             self._create(f)
             rows = 0
             while True:
@@ -337,7 +337,10 @@ def open_episode(path: Path) -> RawEpisode:
     """Open and check a raw episode file. Raises RawFormatError naming what is wrong."""
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
+        # No HDF5 file lock: a complete episode is never written again, and on a network disk
+        # without locks (NFS without its lock service) the lock fails and every file would
+        # look unreadable.
+        f = h5py.File(path, "r", locking=False)
     except OSError as e:
         raise RawFormatError(f"{path.name}: not a readable HDF5 file ({e})") from None
     try:

@@ -23,7 +23,9 @@ def alive(pid: int) -> bool:
 def hold_lock(path: Path):
     """The lock file at `path`, open and locked, which keeps other runs out (of a raw folder, of a
     dataset) while this process lives: the operating system drops the lock when it ends, even
-    when killed. None when another process holds it."""
+    when killed. None when another process holds it. Where the filesystem has no locks (NFS
+    without its lock service: ENOLCK; Lustre without flock: ENOSYS), the file is open but
+    unlocked: the work goes on, without this guard."""
     f = open(path, "a")
     try:
         import fcntl
@@ -34,6 +36,8 @@ def hold_lock(path: Path):
     except BlockingIOError:
         f.close()
         return None
+    except OSError:  # no locks on this filesystem
+        pass
     return f
 
 

@@ -341,6 +341,40 @@ def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
     assert load(after).num_episodes == 1
 
 
+def without_file_locks(error: str, module: str, *args) -> subprocess.CompletedProcess:
+    """Run `python -m module args` as on a network disk whose file locks fail with `error`
+    (tests/no_file_locks.py: every flock() of the process fails)."""
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "no_file_locks.py"), error, sys.executable, "-m", module,
+                        *map(str, args)], capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=300)
+    if r.returncode == 99:
+        pytest.skip(r.stderr.strip())
+    return r
+
+
+def test_raw_and_dataset_folders_on_network_disks_without_file_locks(tmp_path):
+    """Raw files on NFS without its lock service (flock: ENOLCK), as on many lab and cluster
+    machines: HDF5's own file lock failed, so capture refused the folder and every recorded file
+    looked unreadable. Recording, inspecting and converting work there; the guards against a
+    second run are the only thing such a disk cannot give. The conversion runs with ENOSYS
+    (Lustre without flock), since the failure is simulated for the whole process and the
+    datasets library, under LeRobot, locks its cache in the home folder: with ENOSYS it falls
+    back to a lock of its own, with ENOLCK it gives up (a home folder on such a disk would need
+    HF_HOME elsewhere)."""
+    cfg = write_config(tmp_path)
+    r = without_file_locks("ENOLCK", "capture.cli", "--config", cfg, "--sim", "--episodes", "1", "--episode-time",
+                           "1", "--preview", "off")
+    assert r.returncode == 0 and "done: 1 episode saved" in r.stdout, r.stdout + r.stderr
+    raw = episodes_dir(cfg)
+    r = without_file_locks("ENOLCK", "inspection.cli", raw, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["unreadable"] == [] and [e["frames"] for e in report["episodes"]] == [30], r.stdout
+    out = tmp_path / "ds"
+    r = without_file_locks("ENOSYS", "convert.cli", raw, out)
+    assert r.returncode == 0 and "done: 1 episode added" in r.stdout, r.stdout + r.stderr
+    assert load(out).num_episodes == 1
+
+
 def test_truncated_and_unfinished_files_are_reported_not_fatal(raw, tmp_path):
     files = sorted(raw.glob("*.h5"))
     bad = raw / "episode_000007.h5"
