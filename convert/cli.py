@@ -126,10 +126,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             if any(map(is_lerobot_dataset, empty)) else ""
         _fail("; ".join(map(why_no_episodes, empty)) + swapped, EXIT_USAGE)
     for d in empty:
-        click.echo(f"warning: {why_no_episodes(d)}; it is left out")
+        click.echo(f"warning: {why_no_episodes(d)}; it is left out", err=True)
     sources, problems = find(list(raw_dirs))
     for p in problems:
-        click.echo(f"warning: {p}")
+        click.echo(f"warning: {p}", err=True)
     if not sources:
         _fail(f"no complete raw episodes in {', '.join(map(str, raw_dirs))}", EXIT_USAGE)
     _check_one_setup(sources, settings)
@@ -171,7 +171,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         done = [(i, s, r) for i, (s, r) in enumerate(zip(new, results)) if not isinstance(r, Skipped)]
         damaged = [r for r in results if isinstance(r, Skipped)]
         for r in damaged:
-            click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)")
+            click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)", err=True)
         if not done:
             raise RuntimeError("no episode could be converted")
         if fmt == "v3.0":
@@ -365,7 +365,8 @@ def run() -> None:
 
 
 def _fail(message: str, code: int):
-    click.echo(f"error: {message}")
+    """The error on stderr, as warnings are (the summary and notes go to stdout); exit with `code`."""
+    click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 

@@ -124,7 +124,7 @@ def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_pat
     assert tree_digest(out) == before
     r = convert(out, tmp_path / "ds2")  # the two folders swapped
     assert r.returncode == 2 and f"{out} is a LeRobot dataset, not a folder of raw episodes (slarm-convert RAW_DIR " \
-        "DATASET_DIR: the raw folder comes first)" in r.stdout
+        "DATASET_DIR: the raw folder comes first)" in r.stderr
     assert tree_digest(out) == before and not (tmp_path / "ds2").exists()
 
     cfg = write_config(tmp_path, raw_dir=str(tmp_path / "raw"))
@@ -150,9 +150,9 @@ def test_mismatched_append_is_refused_and_dataset_untouched(raw, tmp_path):
     before = tree_digest(out)
     r = convert(raw, out, "--size", "224x224")
     assert r.returncode == 2
-    assert "width 256 vs 224" in r.stdout and "Convert into a new DATASET_DIR" in r.stdout
+    assert "width 256 vs 224" in r.stderr and "Convert into a new DATASET_DIR" in r.stderr
     r = convert(raw, out, "--action", "next-state")
-    assert r.returncode == 2 and "action state vs next-state" in r.stdout
+    assert r.returncode == 2 and "action state vs next-state" in r.stderr
     assert tree_digest(out) == before
 
 
@@ -309,7 +309,7 @@ def test_a_second_conversion_into_the_same_dataset_is_refused_while_the_first_ru
     first = start_until("encoded/episode-0/wrist/video.mp4", raw, out, text=True)
     r = convert(other, out)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stdout.strip() == (f"error: another slarm-convert is writing into {out}; wait for it to end, then run "
+    assert r.stderr.strip() == (f"error: another slarm-convert is writing into {out}; wait for it to end, then run "
                                 "this command again (it adds what is still missing)")
     output = first.communicate(timeout=120)[0]
     assert first.returncode == 0 and "done: 2 episodes added" in output, output
@@ -333,8 +333,8 @@ def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
         rm {disk}/filler; ls -A {disk} > {tmp_path}/left.txt; cp -a {ds} {after}
         exit $rc""")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"error: conversion failed, {ds} is unchanged: " in r.stdout
-    assert f"The disk holding {disk} is full" in r.stdout and "run the same command again" in r.stdout
+    assert f"error: conversion failed, {ds} is unchanged: " in r.stderr
+    assert f"The disk holding {disk} is full" in r.stderr and "run the same command again" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert tree_digest(after) == tree_digest(before), "the dataset is exactly as before"
     assert (tmp_path / "left.txt").read_text().split() == [".ds.slarm-convert-lock", "ds"], "no work folder is left"
@@ -382,8 +382,8 @@ def test_truncated_and_unfinished_files_are_reported_not_fatal(raw, tmp_path):
     (raw / "episode_000008.h5.partial").write_bytes(b"")
     r = convert(raw, tmp_path / "ds")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "episode_000007.h5: " in r.stdout and "skipped" in r.stdout
-    assert "episode_000008.h5.partial: unfinished episode" in r.stdout
+    assert "episode_000007.h5: " in r.stderr and "skipped" in r.stderr
+    assert "episode_000008.h5.partial: unfinished episode" in r.stderr
     assert "done: 2 episodes added" in r.stdout
 
 
@@ -399,53 +399,53 @@ def test_an_episode_with_a_damaged_frame_is_skipped_and_named(raw, tmp_path):
     damage_frame(files[0], 20)
     r = convert(raw, tmp_path / "ds", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"warning: {files[0]}: camera wrist, frame 20: not a decodable JPEG frame; skipped" in r.stdout
+    assert f"warning: {files[0]}: camera wrist, frame 20: not a decodable JPEG frame; skipped" in r.stderr
     assert "done: 1 episode added, 0 already there, 1 damaged skipped; 45 frames" in r.stdout
     assert load(tmp_path / "ds").num_episodes == 1
 
     before = tree_digest(tmp_path / "ds")  # again: the one new episode is the damaged one
     r = convert(raw, tmp_path / "ds", timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"{files[0]}: camera wrist, frame 20" in r.stdout and "no episode could be converted" in r.stdout
+    assert f"{files[0]}: camera wrist, frame 20" in r.stderr and "no episode could be converted" in r.stderr
     assert tree_digest(tmp_path / "ds") == before
 
 
 def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     r = convert(raw, tmp_path / "ds", "--codec", "h264_nvenc")
-    assert r.returncode == 2 and "--codec h264_nvenc:" in r.stdout and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--codec h264_nvenc:" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "ds").exists()
     r = convert(raw, tmp_path / "ds", "--size", "big")
     assert r.returncode == 2 and "expected WIDTHxHEIGHT" in r.stderr
     r = convert(raw, tmp_path / "ds", "--size", "255x255", "--codec", "h264")  # libx264 in yuv420p: even sides
-    assert r.returncode == 2 and "cannot be opened for 255x255 images" in r.stdout and "--size" in r.stdout
+    assert r.returncode == 2 and "cannot be opened for 255x255 images" in r.stderr and "--size" in r.stderr
     assert not (tmp_path / "ds").exists()
     r = convert(raw, tmp_path / "ds", "--task", " ")  # e.g. --task "$TASK" with TASK unset
     assert r.returncode == 2 and "'--task': empty" in r.stderr
     two_sizes = write_config(tmp_path, cameras=[{"name": "wrist", "target_width": 224, "target_height": 224},
                                                 {"name": "top", "target_width": 256, "target_height": 256}])
     r = convert(raw, tmp_path / "ds", "--config", two_sizes)
-    assert r.returncode == 2 and "target sizes differ (wrist 224x224, top 256x256)" in r.stdout
+    assert r.returncode == 2 and "target sizes differ (wrist 224x224, top 256x256)" in r.stderr
     assert not (tmp_path / "ds").exists()
     r = convert(tmp_path / "nowhere", tmp_path / "ds")
-    assert r.returncode == 2 and "no such folder of raw episodes" in r.stdout
+    assert r.returncode == 2 and "no such folder of raw episodes" in r.stderr
     r = convert(raw.parent, tmp_path / "ds")  # raw_dir, not raw_dir/dataset_name
     assert r.returncode == 2 and f"{raw.parent} holds no episodes itself, but its folder {raw} does: give that one" \
-        in r.stdout
+        in r.stderr
     (tmp_path / "empty").mkdir()
     r = convert(raw, tmp_path / "empty", tmp_path / "ds")  # a second raw folder with nothing in it
-    assert r.returncode == 0 and f"warning: no raw episodes in {tmp_path / 'empty'} " in r.stdout
+    assert r.returncode == 0 and f"warning: no raw episodes in {tmp_path / 'empty'} " in r.stderr
     assert "done: 2 episodes added" in r.stdout
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     r = convert(raw, tmp_path / "notes")
-    assert r.returncode == 2 and "is not a LeRobot dataset" in r.stdout
+    assert r.returncode == 2 and "is not a LeRobot dataset" in r.stderr
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
     r = convert(raw, tmp_path / "notes" / "todo.txt" / "ds")
-    assert r.returncode == 2 and f"{tmp_path / 'notes' / 'todo.txt'} is a file, not a folder" in r.stdout, r.stderr
+    assert r.returncode == 2 and f"{tmp_path / 'notes' / 'todo.txt'} is a file, not a folder" in r.stderr, r.stdout
     (tmp_path / "mine").mkdir()
     r = convert(raw, ".", cwd=tmp_path / "mine")  # made the new dataset's folder, went into it
-    assert r.returncode == 2 and ". is the folder this command runs in" in r.stdout, r.stdout + r.stderr
-    assert "Run it from another folder" in r.stdout and "Traceback" not in r.stderr
+    assert r.returncode == 2 and ". is the folder this command runs in" in r.stderr, r.stdout + r.stderr
+    assert "Run it from another folder" in r.stderr and "Traceback" not in r.stderr
     assert not any((tmp_path / "mine").iterdir())
 
 
@@ -524,8 +524,8 @@ def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monk
 def test_a_repository_id_the_hub_would_refuse_stops_before_any_work(raw, tmp_path):
     for repo_id in ("me/pick place", "pickplace"):
         r = convert(raw, tmp_path / "ds", "--push-to-hub", repo_id)
-        assert r.returncode == 2 and f"--push-to-hub {repo_id!r}: not a Hub repository id" in r.stdout
-        assert "user/name" in r.stdout and not (tmp_path / "ds").exists()
+        assert r.returncode == 2 and f"--push-to-hub {repo_id!r}: not a Hub repository id" in r.stderr
+        assert "user/name" in r.stderr and not (tmp_path / "ds").exists()
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -41,7 +41,7 @@ def test_torch_decode_and_resize_match_opencv(raw, mode):
 def test_device_cuda_without_a_gpu_is_one_clear_message(raw, tmp_path):
     r = convert(raw, tmp_path / "ds", "--device", "cuda")
     assert r.returncode == 2
-    assert "--device cuda: PyTorch sees no NVIDIA GPU" in r.stdout and "Traceback" not in r.stderr
+    assert "--device cuda: PyTorch sees no NVIDIA GPU" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "ds").exists()
 
 

@@ -173,7 +173,7 @@ def test_several_raw_dirs_into_one_dataset_then_rerun_adds_nothing(tmp_path):
         days.append(episodes_dir(cfg))
     out = tmp_path / "ds"
     r = convert(*days, out)
-    assert r.returncode == 2 and f"{days[2]}" in r.stdout and "was recorded with other fps (15) than" in r.stdout
+    assert r.returncode == 2 and f"{days[2]}" in r.stderr and "was recorded with other fps (15) than" in r.stderr
     assert not out.exists()
     days = days[:2]
     r = convert(*days, out)

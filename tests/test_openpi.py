@@ -169,9 +169,9 @@ def test_v21_append_rerun_refusal_and_kill(raw, tmp_path):
     before = tree_digest(out)
 
     r = v21(raw, out, "--jpeg-quality", "95")
-    assert r.returncode == 2 and "jpeg_quality 80 vs 95" in r.stdout
+    assert r.returncode == 2 and "jpeg_quality 80 vs 95" in r.stderr
     r = convert(raw, out, "--action", "next-state", "--size", "224x224")  # v3.0 onto a v2.1 dataset
-    assert r.returncode == 2 and "format v2.1 vs v3.0" in r.stdout
+    assert r.returncode == 2 and "format v2.1 vs v3.0" in r.stderr
     assert tree_digest(out) == before
 
     for delay in (0.5, 1.5, 2.5):  # killed at any moment: the old dataset or the complete new one
