@@ -170,8 +170,14 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             results = _write_per_episode(new, work, settings, workers)
         done = [(i, s, r) for i, (s, r) in enumerate(zip(new, results)) if not isinstance(r, Skipped)]
         damaged = [r for r in results if isinstance(r, Skipped)]
-        for r in damaged:
-            click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)", err=True)
+        for src, r in zip(new, results):
+            if isinstance(r, Skipped):
+                click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)", err=True)
+                continue
+            for cam, rows in r["undecodable"].items():
+                click.echo(f"warning: {src.path}: camera {cam}: {_frames(rows)} could not be decoded (a broken JPEG "
+                           f"from the camera); {'each' if len(rows) > 1 else 'it'} was replaced by a neighbouring frame",
+                           err=True)
         if not done:
             raise RuntimeError("no episode could be converted")
         if fmt == "v3.0":
@@ -207,10 +213,12 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
 
     elapsed = time.monotonic() - started
     repeated = sum(r["repeated"] for _, _, r in done)
+    stand_ins = sum(len(rows) for _, _, r in done for rows in r["undecodable"].values())
     click.echo(
         f"done: {count(len(done), 'episode')} added, {skipped} already there"
         + (f", {len(damaged)} damaged skipped" if damaged else "") + f"; {frames} frames "
-        f"({repeated} repeated for missed ticks); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
+        f"({repeated} repeated for missed ticks" + (f", {stand_ins} undecodable replaced" if stand_ins else "")
+        + f"); {elapsed:.1f}s, {frames / elapsed:.1f} frames/s; "
         f"{dataset_dir} now holds {count(len(episodes), 'episode')}"
     )
     if repo_id:
@@ -220,7 +228,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
 def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int) -> list:
     """Workers prepare the episodes (prepare.py) while this process imports LeRobot; then LeRobot's
     writer adds each prepared episode to the dataset at `out`, in order. One result per episode:
-    {frames, repeated}, or Skipped."""
+    {frames, repeated, undecodable}, or Skipped."""
     results = []
     with in_workers(prepare_episode, new, encoded, settings, workers) as episodes:
         gc.disable()  # while importing LeRobot (~1 M objects, none of them garbage): ~1 s less CPU
@@ -231,7 +239,7 @@ def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, 
         for episode in episodes:
             if not isinstance(episode, Skipped):
                 writer.add(episode)
-                episode = {"frames": episode.frames, "repeated": episode.repeated}
+                episode = {"frames": episode.frames, "repeated": episode.repeated, "undecodable": episode.undecodable}
             results.append(episode)
         writer.finish()
     return results
@@ -302,6 +310,12 @@ def _check_one_setup(sources: list[Source], s: Settings) -> None:
     if len(captured) > 1:
         click.echo(f"note: frames were captured at {', '.join(captured)}; all become {s.width}x{s.height} "
                    f"({s.resize_mode})")
+
+
+def _frames(rows: list[int], shown: int = 10) -> str:
+    """'frame 20', 'frames 20, 57', 'frames 1, 2, ..., 10, ... (25 in all)'."""
+    listed = ", ".join(map(str, rows[:shown])) + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
+    return f"frame{'s' if len(rows) > 1 else ''} {listed}"
 
 
 def _check_repo_id(repo_id: str) -> None:

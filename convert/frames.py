@@ -31,7 +31,41 @@ def dct_scale(src_w: int, src_h: int, dst_w: int, dst_h: int, mode: str) -> int:
 
 
 class UnreadableFrame(ValueError):
-    """A stored camera frame that cannot be decoded (a damaged raw file)."""
+    """A stored camera frame that cannot be decoded; raised for an episode with too many of them
+    (a damaged raw file), see Undecodable."""
+
+
+MAX_UNDECODABLE = 0.1  # the share of a camera's frames in an episode that may be replaced
+
+
+class Undecodable:
+    """The frames of one episode that cannot be decoded, camera by camera: a USB camera can send
+    a broken JPEG now and then (a busy bus), and the driver may hand it over. Each is replaced by
+    the camera's frame before it (at the start of the episode: the first one after it that
+    decodes), as if the camera had skipped a frame. More than MAX_UNDECODABLE of a camera's
+    frames is a damaged file: UnreadableFrame."""
+
+    def __init__(self, frames: int):
+        self.frames = frames
+        self.rows: dict[str, list[int]] = {}  # camera -> raw frame numbers replaced
+
+    def stand_in(self, cam: str, row: int, before: np.ndarray | None, after, decode) -> np.ndarray:
+        """The image for raw frame `row` of `cam`, which did not decode: `before`, the camera's
+        last image, else the image of the first of the raw frames `after` that decodes
+        (decode(cam, row) gives None for one that does not)."""
+        rows = self.rows.setdefault(cam, [])
+        rows.append(row)
+        if len(rows) > self.frames * MAX_UNDECODABLE:
+            raise UnreadableFrame(f"camera {cam}: frames {', '.join(map(str, rows[:5]))}"
+                                  f"{', ...' if len(rows) > 5 else ''} cannot be decoded (over "
+                                  f"{MAX_UNDECODABLE:.0%} of its {self.frames} frames)")
+        if before is not None:
+            return before
+        for later in after:
+            image = decode(cam, later)
+            if image is not None:
+                return image
+        raise UnreadableFrame(f"camera {cam}: no frame can be decoded")
 
 
 def _decode_bgr(data: np.ndarray, scale: int) -> np.ndarray:
@@ -85,41 +119,64 @@ def to_image(frame: np.ndarray, width: int, height: int, mode: str, scale: int) 
     return fit(frame, width, height, mode)
 
 
-def training_images(ep, cameras, rows, settings):
+def training_images(ep, cameras, rows, settings, undecodable: Undecodable | None = None):
     """For each grid slot, {camera: training image} of raw row rows[j]. A repeated tick reuses
-    its image (same array) instead of decoding it again. On settings.device "cuda" the GPU
-    decodes and resizes (training_images_torch)."""
+    its image (same array) instead of decoding it again. A frame that cannot be decoded is
+    replaced and noted in `undecodable`. On settings.device "cuda" the GPU decodes and resizes
+    (training_images_torch)."""
+    undecodable = Undecodable(ep.frame_count) if undecodable is None else undecodable
     if settings.device != "cpu":
-        yield from training_images_torch(ep, cameras, rows, settings, settings.device)
+        yield from training_images_torch(ep, cameras, rows, settings, settings.device, undecodable=undecodable)
         return
     scales = {name: dct_scale(w, h, settings.width, settings.height, settings.resize_mode) for name, w, h in cameras}
-    last: dict[str, tuple[int, np.ndarray]] = {}
-    for row in rows:
-        for cam, scale in scales.items():
-            if cam not in last or last[cam][0] != row:
-                try:
-                    image = to_image(ep.frame(cam, int(row)), settings.width, settings.height, settings.resize_mode,
-                                     scale)
-                except UnreadableFrame as e:
-                    raise UnreadableFrame(f"camera {cam}, frame {row}: {e}") from None
-                last[cam] = (row, image)
-        yield {cam: image for cam, (_, image) in last.items()}
+
+    def decode(cam: str, row: int) -> np.ndarray | None:
+        try:
+            return to_image(ep.frame(cam, row), settings.width, settings.height, settings.resize_mode, scales[cam])
+        except UnreadableFrame:
+            return None
+
+    images: dict[str, np.ndarray] = {}  # camera -> its image of raw frame decoded[camera]
+    decoded: dict[str, int] = {}
+    for j, row in enumerate(map(int, rows)):
+        for cam in scales:
+            if decoded.get(cam) != row:
+                image = decode(cam, row)
+                if image is None:
+                    later = dict.fromkeys(map(int, rows[j + 1 :]))
+                    image = undecodable.stand_in(cam, row, images.get(cam), later, decode)
+                images[cam], decoded[cam] = image, row
+        yield dict(images)
 
 
-def training_images_torch(ep, cameras, rows, settings, device: str = "cuda", batch: int = 32):
+def training_images_torch(ep, cameras, rows, settings, device: str = "cuda", batch: int = 32,
+                          undecodable: Undecodable | None = None):
     """training_images, with JPEG decoding and area resizing done by torch/torchvision on `device`
     (nvJPEG on an NVIDIA GPU). Frames are decoded in batches of up to `batch` distinct rows."""
+    undecodable = Undecodable(ep.frame_count) if undecodable is None else undecodable
     rows = np.asarray(rows)
+    last: dict[str, np.ndarray] = {}
+
+    def decode(cam: str, row: int) -> np.ndarray | None:
+        return _torch_images(ep, cam, [row], settings, device)[0]
+
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         distinct = list(dict.fromkeys(int(r) for r in chunk))
-        images = {name: dict(zip(distinct, _torch_images(ep, name, distinct, settings, device)))
-                  for name, _, _ in cameras}
+        images = {}
+        for name, _, _ in cameras:
+            images[name] = dict(zip(distinct, _torch_images(ep, name, distinct, settings, device)))
+            for row, image in images[name].items():
+                if image is None:
+                    later = dict.fromkeys(int(r) for r in rows[rows > row])
+                    images[name][row] = image = undecodable.stand_in(name, row, last.get(name), later, decode)
+                last[name] = image
         for row in chunk:
             yield {name: images[name][int(row)] for name in images}
 
 
-def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> list[np.ndarray]:
+def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> list[np.ndarray | None]:
+    """The training images of raw frames `rows`; None for a frame that cannot be decoded."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -128,8 +185,10 @@ def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> li
         data = [torch.from_numpy(np.frombuffer(with_huffman_tables(f), np.uint8).copy()) for f in frames]
         try:
             decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-        except RuntimeError as e:
-            raise UnreadableFrame(f"camera {camera}, frames {rows[0]}-{rows[-1]}: not decodable JPEG ({e})") from None
+        except RuntimeError:  # one of them does not decode: which?
+            if len(rows) > 1:
+                return [image for r in rows for image in _torch_images(ep, camera, [r], settings, device)]
+            return [None]
         x = torch.stack(decoded)
     else:
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)

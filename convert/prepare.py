@@ -16,7 +16,7 @@ import numpy as np
 from capture.episode_file import open_episode
 
 from .encoding import VideoWriter
-from .frames import training_images
+from .frames import Undecodable, training_images
 from .settings import Settings
 from .sources import Source
 from .stats import ImageHistogram
@@ -34,6 +34,7 @@ class Prepared:
     task: str
     state: np.ndarray  # (frames, D) float32
     action: np.ndarray  # (frames, D) float32
+    undecodable: dict[str, list[int]]  # camera -> raw frames that could not be decoded, each replaced
     videos: dict[str, Path]  # camera -> MP4 file, each in a folder of its own
     histograms: dict[str, ImageHistogram]  # camera -> pixel value counts for the image stats
 
@@ -48,8 +49,9 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
         state = ep.state[rows].astype(np.float32)
         writers = {cam: VideoWriter(folder / cam / "video.mp4", ep.fps, s.codec, encoder_threads) for cam in cams}
         histograms = {cam: ImageHistogram(len(rows)) for cam in cams}
+        undecodable = Undecodable(ep.frame_count)
         try:
-            for images in training_images(ep, src.cameras, rows, s):
+            for images in training_images(ep, src.cameras, rows, s, undecodable):
                 if stopped():
                     raise Stopped()
                 for cam, image in images.items():
@@ -61,5 +63,5 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
                 w.abort()
             raise
         return Prepared(frames=len(rows), repeated=repeated, task=s.task or ep.task, state=state,
-                        action=actions(state, s.action), videos=videos,
+                        action=actions(state, s.action), undecodable=undecodable.rows, videos=videos,
                         histograms=histograms)

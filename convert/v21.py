@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from capture.episode_file import open_episode
 
-from .frames import training_images
+from .frames import Undecodable, training_images
 from .prepare import Stopped
 from .settings import Settings
 from .sources import Source
@@ -74,7 +74,8 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
         jpegs: dict[str, list] = {cam: [] for cam in cams}
         histograms = {cam: ImageHistogram(n) for cam in cams}
         last: dict[str, tuple[np.ndarray, bytes]] = {}
-        for images in training_images(ep, src.cameras, rows, s):
+        undecodable = Undecodable(ep.frame_count)
+        for images in training_images(ep, src.cameras, rows, s, undecodable):
             if stopped():
                 raise Stopped()
             for cam, image in images.items():
@@ -97,7 +98,7 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
                 "chunks_size": CHUNK_SIZE, "data_path": DATA_PATH, "video_path": None, "features": feats}
         task = s.task or ep.task
         _write_meta(root, info, [task], [({"episode_index": 0, "tasks": [task], "length": n}, _serialize(ep_stats))])
-    return {"frames": n, "repeated": repeated}
+    return {"frames": n, "repeated": repeated, "undecodable": undecodable.rows}
 
 
 def merge(roots: list[Path], out: Path) -> None:

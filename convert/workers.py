@@ -3,7 +3,7 @@
 Workers are forked on Linux (fast start, and what the main process has imported is shared),
 spawned with --device cuda (CUDA cannot be used in a forked process). They end with
 slarm-convert even when it is killed, stop at their next frame when it gives up, and skip (not
-fail on) an episode with a frame that cannot be decoded.
+fail on) an episode with too many frames that cannot be decoded (frames.Undecodable).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .sources import Source
 
 @dataclass
 class Skipped:
-    """The result of an episode with a frame that cannot be decoded."""
+    """The result of an episode with too many frames that cannot be decoded (a damaged file)."""
 
     reason: str
 
@@ -93,7 +93,7 @@ def _start_worker(parent: int, stopping, threads: int) -> None:
 
 def _run(job, source: Source, *args):
     """In a worker: one episode's job, which checks between frames whether to stop. An episode
-    with a frame that cannot be decoded is skipped, not fatal."""
+    with too many frames that cannot be decoded is skipped, not fatal."""
     try:
         return job(source, *args, stopped=_stopping.is_set)
     except UnreadableFrame as e:

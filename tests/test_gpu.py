@@ -13,24 +13,30 @@ import torch
 
 from capture.episode_file import open_episode
 from convert.encoding import check_codec
-from convert.frames import training_images, training_images_torch
+from convert.frames import Undecodable, training_images, training_images_torch
 from convert.settings import Settings
 from convert.timeline import grid_rows
-from test_convert import column, convert, load, recorded, raw  # noqa: F401  (fixtures)
+from test_convert import column, convert, damage_frames, load, recorded, raw  # noqa: F401  (fixtures)
 
 GPU = torch.cuda.is_available()
 
 
 @pytest.mark.parametrize("mode", ["stretch", "crop", "pad"])
 def test_torch_decode_and_resize_match_opencv(raw, mode):
+    """The same images, with two frames the camera broke (the first, and one inside a batch)
+    replaced by the same neighbours."""
     path = sorted(glob.glob(str(raw / "*.h5")))[0]
+    damage_frames(path, [0, 7])
     s = Settings(224, 160, mode)
     with open_episode(path) as ep:
         rows, _ = grid_rows(ep.tick_index)
         rows = rows[:12]
         cams = tuple((n, c.width, c.height) for n, c in ep.cameras.items())
-        cpu = [d["wrist"] for d in training_images(ep, cams, rows, s)]
-        torch_path = [d["wrist"] for d in training_images_torch(ep, cams, rows, s, device="cpu", batch=5)]
+        noted = {"cpu": Undecodable(ep.frame_count), "torch": Undecodable(ep.frame_count)}
+        cpu = [d["wrist"] for d in training_images(ep, cams, rows, s, noted["cpu"])]
+        torch_path = [d["wrist"] for d in training_images_torch(ep, cams, rows, s, device="cpu", batch=5,
+                                                                undecodable=noted["torch"])]
+    assert noted["cpu"].rows == noted["torch"].rows == {"wrist": [0, 7]}
     assert len(torch_path) == len(cpu)
     assert torch_path[0].shape == (160, 224, 3) and torch_path[0].dtype == np.uint8
     diff = np.abs(np.stack(cpu).astype(int) - np.stack(torch_path).astype(int))
