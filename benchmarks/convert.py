@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode  # noqa: E402
 from capture.cameras import Frame  # noqa: E402
 from capture.sim.camera_server import encoded_frames  # noqa: E402
+from convert.workers import usable_cores  # noqa: E402
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
@@ -90,7 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--workers", default=str(os.cpu_count()), help="comma-separated worker counts to time")
+    ap.add_argument("--workers", default=str(usable_cores()), help="comma-separated worker counts to time")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--codec", default="libsvtav1", help="slarm-convert's --codec (the baseline: LeRobot's default)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the straightforward approach")
@@ -131,7 +132,7 @@ def main() -> None:
                     sys.exit(r.stdout + r.stderr)
 
     print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
-          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({a.codec}), {os.cpu_count()} cores, "
+          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({a.codec}), {usable_cores()} cores, "
           f"--device {a.device}")
     for workers, secs in timings.items():
         print(f"  slarm-convert      {n / min(secs):7.1f} frames/s  (best {min(secs):.1f} s of {_listed(secs)} s; workers = {workers})")

@@ -24,7 +24,7 @@ from .frames import RESIZE_MODES
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
 from .sources import Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
-from .workers import Skipped, in_workers
+from .workers import Skipped, in_workers, usable_cores
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -63,7 +63,7 @@ def parse_task(ctx, param, value):
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=80, show_default=True,
               help="v2.1: JPEG quality of the embedded images.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Episodes converted in parallel. Default: number of cores (a quarter of them with --device cuda).")
+              help="Episodes converted in parallel. Default: the cores it may use (a quarter of them with --device cuda).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG). Encoding follows --codec.")
 @click.option("--task", callback=parse_task,
@@ -106,7 +106,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
     width, height = size or (256, 256)
     if device == "cuda":
         _check_cuda()
-        workers = workers or max(1, (os.cpu_count() or 1) // 4)  # measured on an H100 machine: README, "Figures"
+        workers = workers or max(1, usable_cores() // 4)  # measured on an H100 machine: README, "Figures"
     codec = codec or "libsvtav1"
     settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
     layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
@@ -155,7 +155,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             _push(dataset_dir, repo_id, private_flag, fmt)
         return
 
-    workers = min(workers or os.cpu_count() or 1, len(new))
+    workers = min(workers or usable_cores(), len(new))
     try:
         work = T.work_dir(dataset_dir)
     except T.TargetError as e:

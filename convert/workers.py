@@ -9,6 +9,7 @@ fail on) an episode with too many frames that cannot be decoded (frames.Undecoda
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
 import signal
@@ -43,7 +44,7 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
     fork = sys.platform == "linux" and settings.device == "cpu"
     context = multiprocessing.get_context("fork" if fork else "spawn")
     stopping = context.Event()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cores() // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                initargs=(os.getpid(), stopping, threads))
     futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
@@ -60,6 +61,34 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
     finally:
         pool.shutdown(cancel_futures=True)
         bar.close()
+
+
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use, not all the machine's: those of its CPU affinity
+    (taskset, a Slurm job, a container's cpuset), and no more than the CPU quota of its
+    container (docker --cpus, a Kubernetes CPU limit). A worker per machine core would
+    crowd into them, each with its encoder's memory."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this system (macOS, Windows)
+        cores = os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The container's CPU quota in cores, as a container sees its cgroup (v2: cpu.max "quota
+    period"; v1: cpu/cpu.cfs_quota_us, -1 for none); None without one."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota, period = ((cgroup / "cpu" / f"cpu.cfs_{n}_us").read_text().strip() for n in ("quota", "period"))
+        except OSError:
+            return None
+    if not (quota.isdigit() and period.isdigit() and int(period)):  # "max", -1: no quota
+        return None
+    return int(quota) / int(period)
 
 
 def _in_order(futures):

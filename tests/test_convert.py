@@ -25,6 +25,7 @@ from convert.encoding import CODECS, VideoWriter, codec_options
 from convert.frames import to_image
 from convert.stats import ImageHistogram, image_stats, sample_indices
 from convert.timeline import grid_rows
+from convert.workers import usable_cores
 
 
 def convert(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -297,6 +298,47 @@ def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_run():
             print("stopped")
         """], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.stdout.split() == ["swallowed", "stopped"], r.stdout + r.stderr
+
+
+def test_workers_default_to_the_cores_it_may_use(raw, tmp_path):
+    """A batch job given one core of a bigger machine (taskset here; a Slurm job's cores, a
+    container's cpuset alike) runs one worker, not one per machine core crowding into it."""
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores to tell one worker from one per core")
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {min(cores)}))
+    while not list(tmp_path.glob(".slarm-work-ds-*/encoded/episode-0/wrist/video.mp4")):
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.002)
+    workers = children(proc.pid)
+    output = proc.communicate(timeout=120)[0]
+    assert len(workers) == 1, f"{len(workers)} workers on one core"
+    assert proc.returncode == 0 and "done: 2 episodes added" in output, output
+
+
+@pytest.mark.parametrize("limited, unlimited", [
+    ({"cpu.max": "100000 100000"}, {"cpu.max": "max 100000"}),  # cgroup v2: docker --cpus 1
+    ({"cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"},  # cgroup v1: --cpus 0.5
+     {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}),
+], ids=["v2", "v1"])
+def test_workers_stay_within_a_containers_cpu_quota(tmp_path, limited, unlimited):
+    """The CPU quota of a container, as it sees its cgroup files, caps the default worker count."""
+    every = len(os.sched_getaffinity(0))
+    if every < 2:
+        pytest.skip("needs 2 cores to tell")
+
+    def cgroup(files: dict[str, str]) -> Path:
+        for name, text in files.items():
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            (tmp_path / name).write_text(text + "\n")
+        return tmp_path
+
+    assert usable_cores(tmp_path) == every, "no cgroup files: every core it may run on"
+    assert usable_cores(cgroup(limited)) == 1
+    assert usable_cores(cgroup(unlimited)) == every
 
 
 def test_a_second_conversion_into_the_same_dataset_is_refused_while_the_first_runs(raw, tmp_path):
