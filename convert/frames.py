@@ -70,7 +70,7 @@ class Undecodable:
 
 def _decode_bgr(data: np.ndarray, scale: int) -> np.ndarray:
     """JPEG bytes -> BGR array (OpenCV's order), decoded at 1/scale of its size."""
-    img = cv2.imdecode(data, _REDUCED[scale])
+    img = cv2.imdecode(data, _REDUCED[scale]) if len(data) else None  # OpenCV raises on no bytes at all
     if img is None:
         raise UnreadableFrame("not a decodable JPEG frame")
     return img
