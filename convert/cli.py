@@ -165,7 +165,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         merged = work / "dataset"
         if fmt == "v3.0":
             added = work / ("new" if target.exists else "dataset")
-            results = _write_v30(new, added, work / "encoded", settings, workers)
+            results = _write_v30(new, added, work / "encoded", settings, workers, work / "datasets-cache")
         else:
             results = _write_per_episode(new, work, settings, workers)
         done = [(i, s, r) for i, (s, r) in enumerate(zip(new, results)) if not isinstance(r, Skipped)]
@@ -225,14 +225,14 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         _push(dataset_dir, repo_id, private_flag, fmt)
 
 
-def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int) -> list:
+def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int, cache: Path) -> list:
     """Workers prepare the episodes (prepare.py) while this process imports LeRobot; then LeRobot's
     writer adds each prepared episode to the dataset at `out`, in order. One result per episode:
-    {frames, repeated, undecodable}, or Skipped."""
+    {frames, repeated, undecodable}, or Skipped. The datasets library keeps its cache in `cache`."""
     results = []
     with in_workers(prepare_episode, new, encoded, settings, workers) as episodes:
         gc.disable()  # while importing LeRobot (~1 M objects, none of them garbage): ~1 s less CPU
-        _quiet_lerobot()
+        _set_up_datasets(cache)
         writer = v30.Writer(out, new[0], settings)
         gc.freeze()  # and not scanned by later collections, nor torn down at exit (~1.5 s)
         gc.enable()
@@ -356,11 +356,16 @@ def _quiet_libraries() -> None:
     av.logging.set_libav_level(av.logging.ERROR)
 
 
-def _quiet_lerobot() -> None:
-    """No inner progress bars from the datasets library LeRobot writes with."""
+def _set_up_datasets(cache: Path) -> None:
+    """The datasets library LeRobot writes and reads with: no inner progress bars, and its cache in
+    `cache`, in the work folder, which goes at the end. Each time LeRobot reads parquet files
+    (appending, verifying) that library makes an Arrow copy of them in its cache; in the user's
+    (~/.cache/huggingface/datasets) every run left 2 to 4 copies of the dataset's table there,
+    under names no later run reads."""
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.config.HF_DATASETS_CACHE = cache
 
 
 def run() -> None:

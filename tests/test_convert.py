@@ -116,6 +116,24 @@ def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
     assert barcode_value(got.astype(np.uint8)) == seq % 128, "the right frame at the right index"
 
 
+def test_converting_and_appending_leave_nothing_in_the_users_cache(raw, tmp_path):
+    """LeRobot's reads of parquet files make Arrow copies of them in the datasets library's cache:
+    in ~/.cache/huggingface/datasets each run left 2 to 4 copies of the dataset's table, under
+    names no later run reads. They now go with the work folder."""
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(sorted(raw.glob("*.h5"))[0], first)
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
+    out = tmp_path / "ds"
+    for folder in (first, raw):  # a new dataset, then an append
+        r = subprocess.run([sys.executable, "-m", "convert.cli", str(folder), str(out)], capture_output=True,
+                           text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+    left = [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
+    assert not left, f"{len(left)} files left in the user's cache, e.g. {left[:1]}"
+    assert load(out).num_episodes == 2
+
+
 def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_path):
     out = tmp_path / "ds"
     assert convert(raw, out).returncode == 0
