@@ -196,7 +196,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             T.replace(dataset_dir, merged)
             replaced = True
     except KeyboardInterrupt:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work(work)
         if replaced:
             now = f"{dataset_dir} was complete by then: it holds {count(len(episodes), 'episode')}"
         elif target.exists:
@@ -205,11 +205,11 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
             now = f"nothing was written to {dataset_dir}; run the same command again to convert"
         _fail(f"interrupted: {now}", EXIT_INTERRUPTED)
     except Exception as e:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work(work)
         full = (f"\nThe disk holding {work.parent} is full: the new dataset is written next to the old one, which it "
                 "replaces at the end. Free some space, then run the same command again." if disk_full(e) else "")
         _fail(f"conversion failed, {dataset_dir} is unchanged: {e}{full}", EXIT_FAILURE)
-    shutil.rmtree(work, ignore_errors=True)
+    _remove_work(work)
 
     elapsed = time.monotonic() - started
     repeated = sum(r["repeated"] for _, _, r in done)
@@ -336,13 +336,20 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
 
     cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
     try:
-        push(dataset_dir, repo_id, private, fmt)
+        work = T.work_dir(dataset_dir)  # for the datasets library's cache while LeRobot reads the dataset
+    except T.TargetError:  # a folder it cannot write in: that library's own cache, then
+        work = None
+    try:
+        push(dataset_dir, repo_id, private, fmt, cache=work)
     except KeyboardInterrupt:
         _fail(f"push to the Hub interrupted. The local dataset {dataset_dir} is intact; run the same command "
               f"again to push it:\n  {cmd}", EXIT_INTERRUPTED)
     except Exception as e:
         _fail(f"push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "
               f"log in (hf auth login) and run the same command again to retry:\n  {cmd}", EXIT_FAILURE)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     click.echo(f"pushed to https://huggingface.co/datasets/{repo_id}")
 
 
@@ -354,6 +361,16 @@ def _quiet_libraries() -> None:
     # LeRobot's inner bars (aggregate) off; read when tqdm is imported; our bar sets disable= itself
     os.environ.setdefault("TQDM_DISABLE", "1")
     av.logging.set_libav_level(av.logging.ERROR)
+
+
+def _remove_work(work: Path) -> None:
+    """Remove the work folder, and put the datasets library's cache back where it was (for a
+    later run in the same process: a notebook, the tests)."""
+    shutil.rmtree(work, ignore_errors=True)
+    if "datasets" in sys.modules:
+        from datasets import config
+
+        config.HF_DATASETS_CACHE = Path(os.getenv("HF_DATASETS_CACHE", config.DEFAULT_HF_DATASETS_CACHE))
 
 
 def _set_up_datasets(cache: Path) -> None:

@@ -117,8 +117,10 @@ def claim(target: Path) -> None:
 def work_dir(target: Path) -> Path:
     """A fresh work folder beside the target (same file system, so the final exchange is a rename).
     Call it holding the claim: any other work folder of this target was left by a killed run."""
-    for old in target.parent.glob(f"{WORK_PREFIX}{target.name}-*"):
-        shutil.rmtree(old, ignore_errors=True)
+    ours = f"{WORK_PREFIX}{target.name}-"
+    for old in target.parent.glob(f"{ours}*"):
+        if old.name[len(ours) :].isdigit():  # not the work folder of another dataset, e.g. "{name}-224"
+            shutil.rmtree(old, ignore_errors=True)
     work = target.parent / f"{WORK_PREFIX}{target.name}-{os.getpid()}"
     try:
         work.mkdir()

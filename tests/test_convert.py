@@ -134,6 +134,17 @@ def test_converting_and_appending_leave_nothing_in_the_users_cache(raw, tmp_path
     assert load(out).num_episodes == 2
 
 
+def test_a_work_folder_of_another_dataset_beside_it_is_left_alone(raw, tmp_path):
+    """datasets/ds and datasets/ds-224 converted at once (two batch jobs): the run into ds removes
+    the work folders that killed runs into ds left, not the live one of the run into ds-224."""
+    theirs, killed = tmp_path / ".slarm-work-ds-224-4242", tmp_path / ".slarm-work-ds-4242"
+    (theirs / "dataset").mkdir(parents=True)
+    killed.mkdir()
+    r = convert(raw, tmp_path / "ds")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (theirs / "dataset").is_dir() and not killed.exists()
+
+
 def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_path):
     out = tmp_path / "ds"
     assert convert(raw, out).returncode == 0
@@ -560,6 +571,7 @@ class FakeHub:
 
 
 def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypatch):
+    import datasets
     import huggingface_hub
     import lerobot.datasets.lerobot_dataset as lrd
 
@@ -567,6 +579,7 @@ def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypa
     monkeypatch.setattr(lrd, "HfApi", FakeHub)
     monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub", lambda self, **kw: FakeHub.calls.append(("card", (), kw)))
     out = tmp_path / "ds"
+    cache_before = datasets.config.HF_DATASETS_CACHE
     result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main,
                                 [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--private"])
     assert result.exit_code == 0, result.output
@@ -579,6 +592,8 @@ def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypa
     assert tag[2]["tag"] == "v3.0"
     assert "card" in names
     assert "pushed to https://huggingface.co/datasets/me/pickplace" in result.output
+    assert not list(tmp_path.glob(".slarm-work-*")), "the work folder of the push (the datasets cache) is gone"
+    assert datasets.config.HF_DATASETS_CACHE == cache_before, "the datasets cache is put back for later runs"
 
 
 @pytest.mark.parametrize("failure, code, says, then", [
