@@ -232,7 +232,8 @@ def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, 
     results = []
     with in_workers(prepare_episode, new, encoded, settings, workers) as episodes:
         gc.disable()  # while importing LeRobot (~1 M objects, none of them garbage): ~1 s less CPU
-        _set_up_datasets(cache)
+        _quiet_lerobot()
+        v30.use_cache(cache)
         writer = v30.Writer(out, new[0], settings)
         gc.freeze()  # and not scanned by later collections, nor torn down at exit (~1.5 s)
         gc.enable()
@@ -336,11 +337,13 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
 
     cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
     try:
-        work = T.work_dir(dataset_dir)  # for the datasets library's cache while LeRobot reads the dataset
-    except T.TargetError:  # a folder it cannot write in: that library's own cache, then
+        work = T.work_dir(dataset_dir)
+        if fmt == "v3.0":  # LeRobot reads the dataset to push it
+            v30.use_cache(work)
+    except T.TargetError:  # a folder it cannot write in: the user's cache, then
         work = None
     try:
-        push(dataset_dir, repo_id, private, fmt, cache=work)
+        push(dataset_dir, repo_id, private, fmt)
     except KeyboardInterrupt:
         _fail(f"push to the Hub interrupted. The local dataset {dataset_dir} is intact; run the same command "
               f"again to push it:\n  {cmd}", EXIT_INTERRUPTED)
@@ -349,7 +352,7 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
               f"log in (hf auth login) and run the same command again to retry:\n  {cmd}", EXIT_FAILURE)
     finally:
         if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_work(work)
     click.echo(f"pushed to https://huggingface.co/datasets/{repo_id}")
 
 
@@ -368,21 +371,14 @@ def _remove_work(work: Path) -> None:
     later run in the same process: a notebook, the tests)."""
     shutil.rmtree(work, ignore_errors=True)
     if "datasets" in sys.modules:
-        from datasets import config
-
-        config.HF_DATASETS_CACHE = Path(os.getenv("HF_DATASETS_CACHE", config.DEFAULT_HF_DATASETS_CACHE))
+        v30.use_cache(None)
 
 
-def _set_up_datasets(cache: Path) -> None:
-    """The datasets library LeRobot writes and reads with: no inner progress bars, and its cache in
-    `cache`, in the work folder, which goes at the end. Each time LeRobot reads parquet files
-    (appending, verifying) that library makes an Arrow copy of them in its cache; in the user's
-    (~/.cache/huggingface/datasets) every run left 2 to 4 copies of the dataset's table there,
-    under names no later run reads."""
+def _quiet_lerobot() -> None:
+    """No inner progress bars from the datasets library LeRobot writes with."""
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.config.HF_DATASETS_CACHE = cache
 
 
 def run() -> None:

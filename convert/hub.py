@@ -9,22 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def push(root: Path, repo_id: str, private: bool, fmt: str = "v3.0", cache: Path | None = None) -> None:
-    """Push the dataset at `root`; LeRobot's reading of it leaves the datasets library's Arrow
-    copies in `cache` (a work folder, for the caller to remove), not in the user's cache."""
+def push(root: Path, repo_id: str, private: bool, fmt: str = "v3.0") -> None:
     if fmt == "v2.1":
         _push_v21(root, repo_id, private)
         return
-    import datasets
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    before = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = cache or before
-    try:
-        ds = LeRobotDataset(repo_id, root=root, video_backend="pyav")
-        ds.push_to_hub(private=private, tags=["slarm", "LeRobot"])
-    finally:
-        datasets.config.HF_DATASETS_CACHE = before
+    ds = LeRobotDataset(repo_id, root=root, video_backend="pyav")
+    ds.push_to_hub(private=private, tags=["slarm", "LeRobot"])
 
 
 def _push_v21(root: Path, repo_id: str, private: bool) -> None:

@@ -182,6 +182,16 @@ def skip_embedding_without_images() -> None:
     dataset_writer.embed_images = embed_when_needed
 
 
+def use_cache(folder: Path | None) -> None:
+    """Where the datasets library (LeRobot's reader) keeps the Arrow copy it makes of every
+    parquet file LeRobot reads (appending, verifying, pushing): in `folder`, a work folder that
+    goes at the end, or (None) back in the user's cache, ~/.cache/huggingface/datasets, where
+    each run left 2 to 4 copies of the dataset's table, under names no later run reads."""
+    from datasets import config
+
+    config.HF_DATASETS_CACHE = folder or Path(os.getenv("HF_DATASETS_CACHE", config.DEFAULT_HF_DATASETS_CACHE))
+
+
 def merge(roots: list[Path], out: Path) -> None:
     """LeRobot's aggregate_datasets: the datasets at `roots`, in order, into a new dataset at `out`."""
     from lerobot.datasets.aggregate import aggregate_datasets
