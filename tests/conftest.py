@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,24 @@ def config(tmp_path) -> Path:
 def episodes_dir(config_path: Path) -> Path:
     cfg = json.loads(config_path.read_text())
     return Path(cfg["raw_dir"]) / cfg["dataset_name"]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, raw folder) with two 1.5 s episodes recorded on the simulated rig."""
+    folder = tmp_path_factory.mktemp("recorded")
+    cfg = write_config(folder)
+    r = capture("--config", str(cfg), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return cfg, episodes_dir(cfg)
+
+
+@pytest.fixture
+def raw(recorded, tmp_path) -> Path:
+    """A private copy of the recorded raw folder."""
+    dst = tmp_path / "raw" / "so101_pickplace_v1"
+    shutil.copytree(recorded[1], dst)
+    return dst
 
 
 def capture(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -92,8 +111,6 @@ def lerobot_v21_python() -> Path:
     python = env / "bin" / "python"
     ready = env / ".slarm-ready"
     if not ready.exists():
-        import shutil
-
         shutil.rmtree(env, ignore_errors=True)
         cache.mkdir(parents=True, exist_ok=True)
         log = cache / f"lerobot-{LEROBOT_V21}-install.log"

@@ -63,24 +63,6 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> tuple[Path, Path]:
-    """(config, raw folder) with two 1.5 s episodes recorded on the simulated rig."""
-    folder = tmp_path_factory.mktemp("recorded")
-    cfg = write_config(folder)
-    r = capture("--config", str(cfg), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return cfg, episodes_dir(cfg)
-
-
-@pytest.fixture
-def raw(recorded, tmp_path) -> Path:
-    """A private copy of the recorded raw folder."""
-    dst = tmp_path / "raw" / "so101_pickplace_v1"
-    shutil.copytree(recorded[1], dst)
-    return dst
-
-
 def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
     out = tmp_path / "ds"
     r = convert(raw, out)

@@ -16,7 +16,7 @@ from convert.encoding import check_codec
 from convert.frames import Undecodable, training_images, training_images_torch
 from convert.settings import Settings
 from convert.timeline import grid_rows
-from test_convert import column, convert, damage_frames, load, recorded, raw  # noqa: F401  (fixtures)
+from test_convert import column, convert, damage_frames, load
 
 GPU = torch.cuda.is_available()
 

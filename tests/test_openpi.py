@@ -112,6 +112,9 @@ def v21(raw: Path, out: Path, *args: str):
 
 
 def test_v21_loads_in_lerobot_033_with_next_state_actions(raw, tmp_path, lerobot_v21_python):
+    """lerobot 0.3.3 (OpenPI's) reads the v2.1 dataset frame by frame, and as OpenPI's data loader
+    asks for it: each frame with the chunk of actions that follow it, padding flagged past the
+    episode's end."""
     out = tmp_path / "openpi"
     r = v21(raw, out)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -121,7 +124,8 @@ def test_v21_loads_in_lerobot_033_with_next_state_actions(raw, tmp_path, lerobot
     for name in ("info.json", "episodes.jsonl", "episodes_stats.jsonl", "tasks.jsonl"):
         assert (out / "meta" / name).exists(), name
 
-    r = subprocess.run([str(lerobot_v21_python), str(ROOT / "tests" / "read_v21.py"), str(out)],
+    horizon = 10  # OpenPI's loader asks for the model's action_horizon actions from each frame on
+    r = subprocess.run([str(lerobot_v21_python), str(ROOT / "tests" / "read_v21.py"), str(out), str(horizon)],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     seen = json.loads(r.stdout.strip().splitlines()[-1])
@@ -139,6 +143,14 @@ def test_v21_loads_in_lerobot_033_with_next_state_actions(raw, tmp_path, lerobot
         np.testing.assert_array_equal(a[-1], s[-1])
     with open_episode(sorted(raw.glob("*.h5"))[0]) as ep:
         np.testing.assert_array_equal(state[episode == 0], ep.state)
+    chunks, pad = np.array(seen["chunks"]), np.array(seen["chunk_pad"])
+    assert chunks.shape == (seen["frames"], horizon, 8)
+    for e in (0, 1):
+        a, c, p = action[episode == e], chunks[episode == e], pad[episode == e]
+        for t in range(len(a)):
+            left = min(horizon, len(a) - t)  # the actions that follow in this episode, then padding
+            np.testing.assert_array_equal(c[t, :left], a[t:t + left], err_msg=f"episode {e}, frame {t}")
+            assert not p[t, :left].any() and p[t, left:].all(), f"episode {e}, frame {t}: padding"
 
 
 def test_v21_converts_to_v30_with_lerobot_06_script(raw, tmp_path):
