@@ -53,11 +53,11 @@ def test_every_frame_reaches_training_as_smolvla_asks_for_it(raw, tmp_path):
         n = len(rows)
         np.testing.assert_array_equal(got["frame_index"][mine], np.arange(n))
         np.testing.assert_array_equal(got["observation.state"][mine][:, 0], state)
+        chunks, pads = got["action"][mine], got["action_is_pad"][mine]  # action = state (the default)
         for t in range(n):
-            chunk, pad = got["action"][mine][t], got["action_is_pad"][mine][t]
-            left = min(50, n - t)
-            np.testing.assert_array_equal(chunk[:left], state[t:t + left], err_msg=f"episode {e}, frame {t}")
-            assert not pad[:left].any() and pad[left:].all(), f"episode {e}, frame {t}: padding"
+            left = min(50, n - t)  # the actions that follow in this episode, then padding
+            np.testing.assert_array_equal(chunks[t, :left], state[t:t + left], err_msg=f"episode {e}, frame {t}")
+            assert not pads[t, :left].any() and pads[t, left:].all(), f"episode {e}, frame {t}: padding"
         images = got["observation.images.wrist"][mine]  # (n, 3, 256, 256), 0..1
         shown = [barcode_value((im.transpose(1, 2, 0) * 255).round().astype(np.uint8)) for im in images]
         assert shown == list(seq % 128), f"episode {e}: each frame shows the camera frame of its tick"
