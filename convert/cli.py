@@ -336,12 +336,13 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
     from .hub import push
 
     cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
-    try:
-        work = T.work_dir(dataset_dir)
-        if fmt == "v3.0":  # LeRobot reads the dataset to push it
+    work = None
+    if fmt == "v3.0":  # LeRobot reads the dataset to push it: the datasets cache goes in a work folder
+        try:
+            work = T.work_dir(dataset_dir)
             v30.use_cache(work)
-    except T.TargetError:  # a folder it cannot write in: the user's cache, then
-        work = None
+        except T.TargetError:  # a folder it cannot write in: the user's cache, then
+            pass
     try:
         push(dataset_dir, repo_id, private, fmt)
     except KeyboardInterrupt:

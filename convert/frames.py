@@ -51,8 +51,9 @@ class Undecodable:
 
     def stand_in(self, cam: str, row: int, before: np.ndarray | None, after, decode) -> np.ndarray:
         """The image for raw frame `row` of `cam`, which did not decode: `before`, the camera's
-        last image, else the image of the first of the raw frames `after` that decodes
-        (decode(cam, row) gives None for one that does not)."""
+        last image, else the image of the first of the raw frames `after` (the grid's next rows,
+        in order, repeats included; read only then) that decodes (decode(cam, row) gives None
+        for one that does not)."""
         rows = self.rows.setdefault(cam, [])
         rows.append(row)
         if len(rows) > self.frames * MAX_UNDECODABLE:
@@ -61,10 +62,12 @@ class Undecodable:
                                   f"{MAX_UNDECODABLE:.0%} of its {self.frames} frames)")
         if before is not None:
             return before
-        for later in after:
-            image = decode(cam, later)
-            if image is not None:
-                return image
+        tried = row
+        for later in map(int, after):
+            if later != tried:  # a repeated tick: the same frame again
+                tried, image = later, decode(cam, later)
+                if image is not None:
+                    return image
         raise UnreadableFrame(f"camera {cam}: no frame can be decoded")
 
 
@@ -143,8 +146,7 @@ def training_images(ep, cameras, rows, settings, undecodable: Undecodable | None
             if decoded.get(cam) != row:
                 image = decode(cam, row)
                 if image is None:
-                    later = dict.fromkeys(map(int, rows[j + 1 :]))
-                    image = undecodable.stand_in(cam, row, images.get(cam), later, decode)
+                    image = undecodable.stand_in(cam, row, images.get(cam), rows[j + 1 :], decode)
                 images[cam], decoded[cam] = image, row
         yield dict(images)
 
@@ -168,8 +170,8 @@ def training_images_torch(ep, cameras, rows, settings, device: str = "cuda", bat
             images[name] = dict(zip(distinct, _torch_images(ep, name, distinct, settings, device)))
             for row, image in images[name].items():
                 if image is None:
-                    later = dict.fromkeys(int(r) for r in rows[rows > row])
-                    images[name][row] = image = undecodable.stand_in(name, row, last.get(name), later, decode)
+                    after = rows[start + chunk.tolist().index(row) + 1 :]
+                    images[name][row] = image = undecodable.stand_in(name, row, last.get(name), after, decode)
                 last[name] = image
         for row in chunk:
             yield {name: images[name][int(row)] for name in images}
