@@ -94,6 +94,10 @@ class EpisodeWriter:
         self.last_tick: Tick | None = None
         self.ticks_put = 0
         self.most_behind = 0  # the largest backlog the writer thread has met
+        self.bytes_put = 0  # camera frame bytes handed over (a frame repeated in ticks counted once)
+        self.bytes_written = 0  # ... and written by the writer thread
+        self._seq_put: dict[str, int] = {}
+        self._dropping = False  # discarding: ticks still waiting are not written
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"writer-{path.stem}", daemon=True)
@@ -114,6 +118,11 @@ class EpisodeWriter:
         return self.ticks_put - self.frames_written
 
     @property
+    def waiting_bytes(self) -> int:
+        """About how much memory the frames handed over but not yet written hold."""
+        return self.bytes_put - self.bytes_written
+
+    @property
     def full(self) -> bool:
         return self.max_ticks is not None and self.ticks_put >= self.max_ticks
 
@@ -124,7 +133,13 @@ class EpisodeWriter:
         self.ticks_put += 1
         if self.first_tick is None:
             self.first_tick = tick
-        self._queue.put(tick)
+        size = 0
+        for name, frame in tick.frames.items():
+            if self._seq_put.get(name) != frame.seq:  # a frame repeated is the same object in memory
+                self._seq_put[name] = frame.seq
+                size += len(frame.data) if isinstance(frame.data, bytes) else frame.data.nbytes
+        self.bytes_put += size
+        self._queue.put((tick, size))
 
     def save(self) -> Path:
         """Finish writing, flush to disk, give the file its final name. Raises if writing failed."""
@@ -138,6 +153,7 @@ class EpisodeWriter:
         return self.path
 
     def discard(self) -> None:
+        self._dropping = True  # what still waits is not written first
         self._queue.put("discard")
         self._thread.join()
         self.partial.unlink(missing_ok=True)
@@ -158,7 +174,10 @@ class EpisodeWriter:
                     f.flush()
                     os.fsync(f.id.get_vfd_handle())
                     return
-                rows = self._append(f, rows, item)
+                if not self._dropping:
+                    tick, size = item
+                    rows = self._append(f, rows, tick)
+                    self.bytes_written += size
         except BaseException as e:  # reported by save()
             self.error = e
             while True:  # drain so put() callers are never blocked by a dead writer

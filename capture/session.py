@@ -7,6 +7,7 @@ the sampling thread (sampler.py) only samples and hands ticks over through on_ti
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import shutil
 import time
@@ -24,6 +25,7 @@ from .status import Output, count, disk_full, first_line
 RETRY_EVERY_S = 1.0
 SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
 LOW_DISK_S = 60  # less room than this many seconds of recording: the status line says so
+WAITING_MEMORY_SHARE = 0.25  # frames waiting for a slow disk may take this share of the memory free at the start
 
 
 class SessionError(RuntimeError):
@@ -61,6 +63,7 @@ class Session:
         self.broken: list = []  # devices to reconnect
         self._room: tuple[float, float | None] = (0.0, None)  # (when measured, seconds of recording that fit)
         self._lock = None  # the raw folder's lock file, held while this process lives
+        self.waiting_limit = int(memory_available() * WAITING_MEMORY_SHARE)  # bytes of frames waiting to be written
         self.sampler = Sampler(state_source.read, cameras, cfg.fps, self._on_tick, self._on_fault)
 
     # --- called on the sampling thread -------------------------------------------------
@@ -120,6 +123,8 @@ class Session:
                     error = self.episode.error
                     self._discard("it could not be written")
                     raise RecordingError(self._write_error(error))
+                if self.episode is not None and self.episode.waiting_bytes > self.waiting_limit:
+                    raise RecordingError(self._disk_too_slow())
                 if self.fault is not None:
                     self._handle_fault()
                 if self.broken:
@@ -260,6 +265,18 @@ class Session:
             return f"the disk holding {self.folder} is full. " + self._how_to_go_on()
         return f"cannot write episodes into {self.folder}: {first_line(error)}. " + self._how_to_go_on()
 
+    def _disk_too_slow(self) -> str:
+        """Discard the episode whose frames wait in memory for the disk, and say why."""
+        ep, seconds = self.episode, max(self.episode.duration, 1e-3)
+        gave, wrote, waiting = ep.bytes_put / seconds, ep.bytes_written / seconds, ep.waiting_bytes
+        self._discard("the disk could not keep up")
+        return (f"the disk holding {self.folder} is slower than the cameras: it wrote {_mb(wrote)}/s while they gave "
+                f"{_mb(gave)}/s, and {_mb(waiting)} of frames waited in memory, as much as slarm-capture lets wait "
+                f"({WAITING_MEMORY_SHARE:.0%} of the memory free at the start). Set raw_dir to a faster disk, or ask "
+                "less of the cameras (smaller capture_width/capture_height, \"storage\": \"jpeg\" rather than "
+                "\"rgb\", a lower fps). Episodes already saved are kept; run the same command again to go on: "
+                f"recording resumes at episode {self.next_index}")
+
     def _how_to_go_on(self) -> str:
         return ("Episodes already saved are kept. Free some space (or set raw_dir to another disk), then run "
                 f"the same command again: recording resumes at episode {self.next_index}")
@@ -335,6 +352,31 @@ class Session:
             self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
                             + (f" | disk: room for {room:.0f}s" if low_disk else "")
                             + (" | SPACE to record" if self.keys.source != "none" else ""))
+
+
+def memory_available() -> int:
+    """Bytes of memory this process could still take: Linux's MemAvailable, within the
+    container's (cgroup v2) limit where there is one; elsewhere the machine's memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return 2**31
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.0f} MB"
 
 
 def _label(device) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.mjpeg import without_huffman_tables
 from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
-from conftest import capture, device_pids, episodes_dir, on_small_disk, spawn_capture, start_capture, write_config
+from conftest import ROOT, capture, device_pids, episodes_dir, on_small_disk, spawn_capture, start_capture, write_config
 
 
 def torque_writes(output: str) -> list[str]:
@@ -181,6 +182,53 @@ def test_a_full_disk_stops_recording_and_keeps_saved_episodes(config):
     assert "Traceback" not in r.stdout + r.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["episode_000000.h5"]
     check_episode(folder / "episode_000000.h5")
+
+
+SLOW_DISK = """
+import time
+import capture.episode_file as E, capture.session as S
+write = E.EpisodeWriter._append
+def slowly(self, f, row, tick):
+    time.sleep(0.2)  # a disk that takes in 5 ticks a second, a sixth of the simulated camera's frames
+    return write(self, f, row, tick)
+E.EpisodeWriter._append = slowly
+S.memory_available = lambda: 80_000_000  # a machine with 80 MB free, a quarter of which may wait
+from capture.cli import main
+main()
+"""
+
+
+def test_a_disk_slower_than_the_cameras_stops_recording_before_memory_runs_out(config):
+    """Frames wait in memory for a disk slower than the cameras (a USB stick, RGB frames on an SD
+    card); without a bound the machine runs out of memory and the system kills processes. Once a
+    quarter of the memory free at the start waits, the episode is discarded at once (what waits
+    is not written first) and the session stops, saying why and what to change."""
+    assert capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1",
+                   "--preview", "off").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DISK, "--config", str(config), "--sim", "--episodes", "1",
+                             "--episode-time", "60", "--preview", "off"], cwd=ROOT, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, hung = [], threading.Timer(90, proc.kill)  # a hang fails the test instead of stalling the run
+    hung.start()
+    for line in proc.stdout:
+        lines.append((time.monotonic(), line))
+    hung.cancel()
+    out = "".join(line for _, line in lines)
+    assert proc.wait() == 1, out
+    assert re.search(r"Recording episode 1 .*\| disk \ds behind", out), out
+    started, discarded = (next(t for t, line in lines if line.startswith(text))
+                          for text in ("Recording episode 1", "discarded episode 1 (the disk could not keep up)"))
+    m = re.search(r"error: the disk holding (.+) is slower than the cameras: it wrote (\d+) MB/s while they gave "
+                  r"(\d+) MB/s, and (\d+) MB of frames waited in memory, as much as slarm-capture lets wait \(25% "
+                  r"of the memory free at the start\)\. Set raw_dir to a faster disk", out)
+    assert m and m.group(1) == str(episodes_dir(config)), out
+    wrote, gave, waited = map(int, m.groups()[1:])
+    assert wrote < gave / 3 and waited in (20, 21), out
+    assert discarded - started < 8, "20 MB wait after ~3 s; writing them first would take ~13 s more"
+    assert "recording resumes at episode 1" in out and "done: 0 episodes saved, 1 discarded" in out
+    assert "Traceback" not in out
+    assert sorted(p.name for p in episodes_dir(config).iterdir()) == ["episode_000000.h5"]
+    check_episode(episodes_dir(config) / "episode_000000.h5")
 
 
 def test_too_little_disk_space_is_shown_and_an_episode_that_cannot_fit_is_not_started(tmp_path):
