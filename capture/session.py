@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import keys as K
+from .arm import zero_shifts
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
 from .processes import hold_lock, raise_if_stopped
@@ -94,14 +95,22 @@ class Session:
         for p in partial:
             self.out.message(f"note: {p} is an unfinished episode from an earlier run; it is ignored")
         if complete:
-            self._check_compatible(complete[-1])
+            moved = self._check_compatible(complete[-1])
             self.next_index = episode_index(complete[-1]) + 1
             self.out.message(f"resuming: {count(len(complete), 'episode')} in {self.folder}, next is episode {self.next_index}")
+            if moved:
+                self.out.message(
+                    f"note: the arm's calibration is not the one {complete[-1].name} was recorded with: "
+                    f"{', '.join(moved)} (recalibrated, or another arm?). The same pose now reads other joint angles "
+                    "than in the earlier episodes; to keep the two apart, record into another dataset_name."
+                )
 
-    def _check_compatible(self, last: Path) -> None:
+    def _check_compatible(self, last: Path) -> list[str]:
+        """Refuse a folder recorded with other settings; the arm's joints whose zeros moved since `last`."""
         try:
             with open_episode(last) as ep:
                 theirs = (ep.fps, sorted(ep.cameras), ep.state_names)
+                calibration = ep.attrs.get("calibration", {})
         except RawFormatError as e:
             raise SessionError(f"cannot resume in {self.folder}: {e}") from None
         ours = (self.cfg.fps, sorted(c.name for c in self.cameras), list(self.state_source.state_names))
@@ -111,6 +120,9 @@ class Session:
                     f"{self.folder} holds episodes recorded with {label} {a}, this config records {b}.\n"
                     "Use another dataset_name (or raw_dir) for this setup, or record with the earlier settings."
                 )
+        if self.state_source.robot_type != "so101":
+            return []
+        return zero_shifts(calibration, self.state_source.calibration_snapshot())
 
     def run(self) -> None:
         """Record until ESC, Ctrl-C, or the automatic episodes are done. Devices are connected."""

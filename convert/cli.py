@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from capture import config as C
+from capture.arm import zero_shifts
 from capture.processes import stop_on_signals, stops_held
 from capture.status import count, disk_full
 
@@ -307,10 +308,26 @@ def _check_one_setup(sources: list[Source], s: Settings) -> None:
             if theirs != ours[what]:
                 _fail(f"{src.path} was recorded with other {what} ({theirs}) than {first.path} "
                       f"({ours[what]}); convert them into separate datasets", EXIT_USAGE)
+    if first.robot_type == "so101":
+        _warn_calibrations(sources)
     captured = sorted({f"{w}x{h}" for src in sources for _, w, h in src.cameras})
     if len(captured) > 1:
         click.echo(f"note: frames were captured at {', '.join(captured)}; all become {s.width}x{s.height} "
                    f"({s.resize_mode})")
+
+
+def _warn_calibrations(sources: list[Source]) -> None:
+    """Episodes recorded after the arm was recalibrated (or with another arm) read other joint
+    angles for the same pose: say which, and by how much, once per calibration."""
+    first, others = sources[0], {}
+    for src in sources[1:]:
+        if moved := zero_shifts(first.calibration, src.calibration):
+            others.setdefault(", ".join(moved), []).append(src.path.name)
+    for moved, names in others.items():
+        listed = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+        click.echo(f"warning: {listed} {'were' if len(names) > 1 else 'was'} recorded with another calibration of "
+                   f"the arm than {first.path.name} ({moved}): the same pose reads other joint angles in them; "
+                   "convert them into a separate dataset if that matters", err=True)
 
 
 def _frames(rows: list[int], shown: int = 10) -> str:

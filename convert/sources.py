@@ -18,6 +18,7 @@ class Source:
     robot_type: str
     state_names: tuple[str, ...]
     cameras: tuple[tuple[str, int, int], ...]  # (name, width, height)
+    calibration: dict  # the arm's calibration while recording (capture.arm.SO101Arm.calibration_snapshot)
 
 
 def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
@@ -36,6 +37,7 @@ def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
                         path=path, uuid=ep.uuid, frames=ep.frame_count, fps=ep.fps, task=ep.task,
                         robot_type=str(ep.attrs.get("robot_type", "")), state_names=tuple(ep.state_names),
                         cameras=tuple((c.name, c.width, c.height) for c in ep.cameras.values()),
+                        calibration=ep.attrs.get("calibration", {}),
                     ))
             except RawFormatError as e:
                 problems.append(f"{path.parent}/{e}; skipped")

@@ -57,6 +57,25 @@ def raw(recorded, tmp_path) -> Path:
     return dst
 
 
+RECALIBRATED = "shoulder_pan's zero moved 3.5°, elbow_flex turns the other way, wrist_roll's zero moved 0.9°"
+
+
+def recalibrate(episode: Path) -> None:
+    """Make a recorded episode's stored calibration that of the same arm calibrated again: each
+    joint taken to a slightly other middle pose and range (RECALIBRATED says by how much, where
+    it matters: the gripper's 0.2° does not), the elbow motor's direction flipped."""
+    import h5py
+
+    with h5py.File(episode, "r+") as f:
+        cal = json.loads(f.attrs["calibration"])
+        cal["shoulder_pan"]["homing_offset"] += 40  # 40 ticks of 4095 a turn: 3.5°
+        cal["elbow_flex"]["drive_mode"] = 1
+        cal["wrist_roll"]["range_min"] += 10  # the middle moves 10 ticks: 0.9°
+        cal["wrist_roll"]["range_max"] += 10
+        cal["gripper"]["range_min"] += 4  # the middle moves 2 ticks: 0.2°
+        f.attrs["calibration"] = json.dumps(cal)
+
+
 def capture(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run slarm-capture to the end, without a terminal (as CI or a script would)."""
     return subprocess.run(

@@ -21,7 +21,8 @@ from capture.cameras import CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.mjpeg import without_huffman_tables
 from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
-from conftest import ROOT, capture, device_pids, episodes_dir, on_small_disk, spawn_capture, start_capture, write_config
+from conftest import (RECALIBRATED, ROOT, capture, device_pids, episodes_dir, on_small_disk, recalibrate, spawn_capture,
+                      start_capture, write_config)
 
 
 def torque_writes(output: str) -> list[str]:
@@ -165,6 +166,24 @@ def test_resume_continues_numbering_and_refuses_other_settings(tmp_path, config)
     assert "recorded with fps 30, this config records 15" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert len(list(episodes_dir(config).iterdir())) == 2
+
+
+def test_resuming_after_the_arm_was_recalibrated_says_which_joints_read_otherwise(config):
+    """Recalibrating the arm (or plugging in another one) moves the joints' zeros: the same pose
+    reads other angles than in the episodes already recorded. Resuming says which joints and by
+    how much; recording goes on (the person decides)."""
+    args = ("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert capture(*args).returncode == 0
+    r = capture(*args)
+    assert r.returncode == 0 and "next is episode 1" in r.stdout, r.stdout + r.stderr
+    assert "calibration" not in r.stdout, "the same calibration: nothing to say"
+    recalibrate(episodes_dir(config) / "episode_000001.h5")
+    r = capture(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (f"note: the arm's calibration is not the one episode_000001.h5 was recorded with: {RECALIBRATED} "
+            "(recalibrated, or another arm?). The same pose now reads other joint angles than in the earlier "
+            "episodes; to keep the two apart, record into another dataset_name.") in r.stdout, r.stdout
+    assert "saved episode 2" in r.stdout
 
 
 def test_a_full_disk_stops_recording_and_keeps_saved_episodes(config):

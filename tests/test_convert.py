@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
-from conftest import ROOT, capture, episodes_dir, on_small_disk, write_config
+from conftest import RECALIBRATED, ROOT, capture, episodes_dir, on_small_disk, recalibrate, write_config
 from convert.encoding import CODECS, VideoWriter, codec_options
 from convert.frames import to_image
 from convert.stats import ImageHistogram, image_stats, sample_indices
@@ -69,6 +69,7 @@ def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "done: 2 episodes added, 0 already there; 90 frames" in r.stdout
     assert "frames/s" in r.stdout
+    assert "calibration" not in r.stderr, "one arm, one calibration: nothing to say"
 
     ds = load(out)
     assert ds.num_episodes == 2 and len(ds) == 90
@@ -148,6 +149,18 @@ def test_rerun_adds_nothing_and_a_new_episode_is_appended(recorded, raw, tmp_pat
     assert "done: 1 episode added, 2 already there; 30 frames" in r.stdout
     ds = load(out)
     assert ds.num_episodes == 3 and len(ds) == 120
+
+
+def test_episodes_recorded_after_the_arm_was_recalibrated_are_named(raw, tmp_path):
+    """Episodes of one raw folder recorded with another calibration of the arm read other joint
+    angles for the same pose: the conversion names them and says by how much, and goes on."""
+    recalibrate(raw / "episode_000001.h5")
+    r = convert(raw, tmp_path / "ds")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (f"warning: episode_000001.h5 was recorded with another calibration of the arm than episode_000000.h5 "
+            f"({RECALIBRATED}): the same pose reads other joint angles in them; convert them into a separate "
+            "dataset if that matters") in r.stderr, r.stderr
+    assert "done: 2 episodes added" in r.stdout
 
 
 def test_new_resolution_into_another_folder(raw, tmp_path):
