@@ -242,7 +242,7 @@ def test_a_disk_slower_than_the_cameras_stops_recording_before_memory_runs_out(c
                   r"of the memory free at the start\)\. Set raw_dir to a faster disk", out)
     assert m and m.group(1) == str(episodes_dir(config)), out
     wrote, gave, waited = map(int, m.groups()[1:])
-    assert wrote < gave / 3 and waited in (20, 21), out
+    assert wrote < gave / 3 and 20 <= waited <= 23, out  # checked every 50 ms: a little over the 20 MB allowed
     assert discarded - started < 8, "20 MB wait after ~3 s; writing them first would take ~13 s more"
     assert "recording resumes at episode 1" in out and "done: 0 episodes saved, 1 discarded" in out
     assert "Traceback" not in out
