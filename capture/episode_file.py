@@ -94,9 +94,6 @@ class EpisodeWriter:
         self.last_tick: Tick | None = None
         self.ticks_put = 0
         self.most_behind = 0  # the largest backlog the writer thread has met
-        self.bytes_put = 0  # camera frame bytes handed over (a frame repeated in ticks counted once)
-        self.bytes_written = 0  # ... and written by the writer thread
-        self._seq_put: dict[str, int] = {}
         self._dropping = False  # discarding: ticks still waiting are not written
         self.error: BaseException | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -118,11 +115,6 @@ class EpisodeWriter:
         return self.ticks_put - self.frames_written
 
     @property
-    def waiting_bytes(self) -> int:
-        """About how much memory the frames handed over but not yet written hold."""
-        return self.bytes_put - self.bytes_written
-
-    @property
     def full(self) -> bool:
         return self.max_ticks is not None and self.ticks_put >= self.max_ticks
 
@@ -133,13 +125,7 @@ class EpisodeWriter:
         self.ticks_put += 1
         if self.first_tick is None:
             self.first_tick = tick
-        size = 0
-        for name, frame in tick.frames.items():
-            if self._seq_put.get(name) != frame.seq:  # a frame repeated is the same object in memory
-                self._seq_put[name] = frame.seq
-                size += len(frame.data) if isinstance(frame.data, bytes) else frame.data.nbytes
-        self.bytes_put += size
-        self._queue.put((tick, size))
+        self._queue.put(tick)
 
     def save(self) -> Path:
         """Finish writing, flush to disk, give the file its final name. Raises if writing failed."""
@@ -175,9 +161,7 @@ class EpisodeWriter:
                     os.fsync(f.id.get_vfd_handle())
                     return
                 if not self._dropping:
-                    tick, size = item
-                    rows = self._append(f, rows, tick)
-                    self.bytes_written += size
+                    rows = self._append(f, rows, item)
         except BaseException as e:  # reported by save()
             self.error = e
             while True:  # drain so put() callers are never blocked by a dead writer

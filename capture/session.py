@@ -135,8 +135,8 @@ class Session:
                     error = self.episode.error
                     self._discard("it could not be written")
                     raise RecordingError(self._write_error(error))
-                if self.episode is not None and self.episode.waiting_bytes > self.waiting_limit:
-                    raise RecordingError(self._disk_too_slow())
+                if self.episode is not None and self.episode.backlog * (self._tick_bytes() or 0) > self.waiting_limit:
+                    raise RecordingError(self._disk_too_slow())  # before the machine runs out of memory
                 if self.fault is not None:
                     self._handle_fault()
                 if self.broken:
@@ -279,8 +279,9 @@ class Session:
 
     def _disk_too_slow(self) -> str:
         """Discard the episode whose frames wait in memory for the disk, and say why."""
-        ep, seconds = self.episode, max(self.episode.duration, 1e-3)
-        gave, wrote, waiting = ep.bytes_put / seconds, ep.bytes_written / seconds, ep.waiting_bytes
+        ep, tick = self.episode, self._tick_bytes() or 0
+        seconds = max(ep.duration, 1e-3)
+        gave, wrote, waiting = ep.ticks_put * tick / seconds, ep.frames_written * tick / seconds, ep.backlog * tick
         self._discard("the disk could not keep up")
         return (f"the disk holding {self.folder} is slower than the cameras: it wrote {_mb(wrote)}/s while they gave "
                 f"{_mb(gave)}/s, and {_mb(waiting)} of frames waited in memory, as much as slarm-capture lets wait "
@@ -300,17 +301,27 @@ class Session:
         measured, room = self._room
         if not now and time.monotonic() - measured < 1.0:
             return room
+        per_tick = self._tick_bytes()
         try:
-            frames = [cam.latest().data for cam in self.cameras]
             free = shutil.disk_usage(self.folder).free  # made by prepare()
-        except (CameraError, OSError):
+        except OSError:
+            per_tick = None
+        if per_tick is None:
             room = None
         else:
-            per_tick = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames) + 64  # + state, times
             waiting = self.episode.backlog if self.episode is not None else 0
             room = max(0.0, free - waiting * per_tick) / (per_tick * self.cfg.fps)
         self._room = (time.monotonic(), room)
         return room
+
+    def _tick_bytes(self) -> int | None:
+        """About how many bytes a tick takes, in memory while it waits and on disk: the newest frame
+        of each camera, the state and the times (None: a camera has no frame now)."""
+        try:
+            frames = [cam.latest().data for cam in self.cameras]
+        except CameraError:
+            return None
+        return sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames) + 64
 
     def _handle_fault(self) -> None:
         error, self.fault = self.fault, None
