@@ -50,12 +50,18 @@ class Camera:
         self._error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closing = threading.Lock()  # who closes the device: disconnect(), or a reader it left behind
+        self._reader_gone = True
+        self._reader_closes = False
 
     def connect(self, timeout_s: float = 5.0) -> None:
         """Open the device, start the reader, wait for the first frame."""
+        if self._thread is not None and self._thread.is_alive():  # left behind by disconnect(), see there
+            raise CameraError(f"camera '{self.name}' ({self.cfg.device}): its last read is still waiting on the driver")
         self._frame, self._error = None, None
         self._stop.clear()
         self._open()
+        self._reader_gone, self._reader_closes = False, False
         self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
@@ -75,14 +81,19 @@ class Camera:
         return frame
 
     def disconnect(self) -> None:
+        """Stop the reader and close the device. A reader still waiting on a silent camera after
+        2 s is left to close the device itself once its read returns (OpenCV's V4L2 read gives up
+        after 10 s): closing a VideoCapture under a read in progress frees it under that read.
+        Until then connect() refuses, so that two readers never share a device."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
+        with self._closing:
+            if not self._reader_gone and self._thread is not threading.current_thread():
+                self._reader_closes = True
+                return
         self._thread = None
-        try:
-            self._close()
-        except Exception:
-            pass
+        self._close_quietly()
 
     def _read_loop(self) -> None:
         seq = 0
@@ -94,6 +105,17 @@ class Camera:
         except Exception as e:  # reported to the sampling thread through latest()
             if not self._stop.is_set():
                 self._error = str(e) or type(e).__name__
+        finally:
+            with self._closing:
+                self._reader_gone = True
+                if self._reader_closes:
+                    self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._close()
+        except Exception:
+            pass
 
     # --- per backend -------------------------------------------------------------------
     def _open(self) -> None:
@@ -127,7 +149,11 @@ class MjpegCamera(Camera):
         self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         self._cap.set(cv2.CAP_PROP_FPS, self.fps)
         self._cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)  # hand over the compressed bytes
-        self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        # The driver's buffers stay at OpenCV's 4, not 1: read() gives a buffer back to the driver
+        # before copying the frame out of it (OpenCV 4.x, cap_v4l.cpp retrieveFrame), so with one
+        # buffer the next frame can be written into it during that copy (a frame mixing two); and
+        # a reader held up for a moment loses the frames that arrive meanwhile. With the reader
+        # thread always waiting on the driver, more buffers add no latency.
         self._pos_msec = cv2.CAP_PROP_POS_MSEC  # read per frame, on the camera's thread
         w, h = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if (w, h) != (self.width, self.height):

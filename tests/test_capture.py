@@ -513,6 +513,9 @@ class UsbCamera:
     camera lacks fails and keeps the old one; a size snaps to the nearest one of the current
     format; with CONVERT_RGB off, MJPG frames come as the camera's bytes in a (1, N) array and
     YUYV frames as (H, W, 2) pixels. `unplugged` makes read() fail, as a pulled cable does.
+    `silent` makes read() wait, as a camera that stops sending does (a stalled USB transfer):
+    OpenCV's V4L2 read waits for a frame up to 10 s, here until `silent` is cleared, then gives
+    nothing. release() during a read is counted: OpenCV would free the capture under that read.
     POS_MSEC is the V4L2 buffer timestamp of the last frame: taken when its data arrived, 30 ms
     before read() returns, on CLOCK_MONOTONIC as the UVC driver does (`clock` "realtime": as a
     driver set to another clock does)."""
@@ -522,6 +525,7 @@ class UsbCamera:
         self.format, self.width, self.height = modes[0]
         self.convert_rgb = True
         self.clock, self.arrived, self.returned = clock, [], []
+        self.silent, self.reading, self.released, self.released_while_reading = False, 0, 0, 0
 
     def __call__(self, device, api=None):  # stands in for the cv2.VideoCapture class
         assert api == cv2.CAP_V4L2
@@ -551,6 +555,17 @@ class UsbCamera:
                 cv2.CAP_PROP_FOURCC: int.from_bytes(self.format.encode(), "little")}.get(prop, 0)
 
     def read(self):
+        self.reading += 1
+        try:
+            return self._read()
+        finally:
+            self.reading -= 1
+
+    def _read(self):
+        if self.silent:
+            while self.silent:
+                time.sleep(0.01)
+            return False, None
         time.sleep(1 / 15 - 0.03)
         self.arrived.append(time.monotonic())
         time.sleep(0.03)  # the transfer, and the wait for read()
@@ -563,7 +578,8 @@ class UsbCamera:
         return True, np.zeros((self.height, self.width, 2 if self.format == "YUYV" else 3), np.uint8)
 
     def release(self):
-        pass
+        self.released += 1
+        self.released_while_reading += self.reading > 0
 
 
 def usb_camera(monkeypatch, modes, clock: str = "monotonic"):
@@ -591,6 +607,40 @@ def test_usb_camera_frames_are_the_jpeg_bytes_it_sent_until_it_is_unplugged(monk
             camera.latest()
     finally:
         camera.disconnect()
+
+
+def test_a_camera_gone_silent_is_not_closed_under_its_read_and_comes_back(monkeypatch):
+    """A camera that stops sending (no error, no frame) is dropped by the session as one that
+    is unplugged: disconnect(), then connect() every second. Its reader is still inside OpenCV's
+    read, which waits up to 10 s: the device is closed once that read returns, not under it (a
+    freed capture under a running read crashes the recorder), and no second reader starts on
+    the device before then."""
+    device, camera = usb_camera(monkeypatch, [("MJPG", 1920, 1080)])
+    readers = lambda: sum(t.name == "camera-wrist" for t in threading.enumerate())  # noqa: E731
+    camera.connect()
+    try:
+        device.silent = True
+        time.sleep(1.3)
+        with pytest.raises(CameraError, match=r"camera 'wrist' sent no frame for 1 s"):
+            camera.latest()
+        started = time.monotonic()
+        camera.disconnect()
+        assert time.monotonic() - started < 3, "the session's loop is held at most 2 s"
+        assert device.reading == 1 and device.released == 0, "the device stays open while its read waits"
+        with pytest.raises(CameraError, match=r"camera 'wrist' \(0\): its last read is still waiting on the driver"):
+            camera.connect()
+        assert readers() == 1
+        device.silent = False  # the read returns (the camera sends again, or OpenCV gives up)
+        time.sleep(0.3)
+        assert device.released == 1 and device.released_while_reading == 0 and readers() == 0
+        camera.connect()
+        first = camera.latest()
+        time.sleep(0.3)
+        assert camera.latest().seq > first.seq and readers() == 1, "frames flow again, from one reader"
+    finally:
+        device.silent = False
+        camera.disconnect()
+    assert device.released_while_reading == 0
 
 
 @pytest.mark.parametrize("clock", ["monotonic", "realtime"])
