@@ -358,6 +358,45 @@ print(stream.getvalue(), end="")
     assert lines[0].endswith("| ESC quits")
 
 
+SECOND_PROGRAM = """#!/usr/bin/env python3
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
+while True:
+    os.read(fd, 4096)
+"""
+
+
+def test_another_program_on_the_arms_port_is_named_and_recording_goes_on_once_it_is_gone(config, tmp_path):
+    """lerobot-teleoperate (or a second slarm-capture, with another config) left running on the
+    same arm: both read the bus and take each other's replies. The episode is discarded; while
+    the other program holds the port, the session names it instead of reconnecting into it; once
+    it is gone, recording goes on."""
+    other = tmp_path / "lerobot-teleoperate"  # a second program reading the arm's bus
+    other.write_text(SECOND_PROGRAM)
+    p = spawn_capture("--config", str(config), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
+    p.expect(r"simulated hardware in (\S+) \(")
+    port = Path(p.match.group(1)) / "ttyARM"
+    p.expect(r"saved episode 0: \d+ frames")
+    p.expect("Recording episode 1")
+    thief = subprocess.Popen([sys.executable, str(other), str(port)])
+    try:
+        p.expect("warning: ")
+        p.expect(r"discarded episode 1 \(arm failed\)")
+        p.expect(rf"reconnecting arm \.\.\. \(the arm's port {re.escape(str(port))} is open in another program: "
+                 rf"pid {thief.pid} \(lerobot-teleoperate {re.escape(str(port))}\)")
+    finally:
+        thief.kill()
+        thief.wait()
+    p.expect("arm is back; recording can go on")
+    p.expect(r"saved episode 1: \d+ frames")
+    p.expect("done: 2 episodes saved, 1 discarded")
+    p.expect(pexpect_eof())
+    p.close()
+    assert p.exitstatus == 0
+    for f in sorted(episodes_dir(config).iterdir()):
+        check_episode(f)
+
+
 def test_a_second_session_into_the_same_raw_folder_is_refused(config):
     """Two terminals, one config: the second session would number its episodes as the first
     does and replace its files. It stops at once; the first records on."""

@@ -155,6 +155,7 @@ def serve(link: Path, calibration_dir: Path, robot_id: str, events: Path | None,
     master, slave = os.openpty()
     tty.setraw(slave)
     slave_name = os.ttyname(slave)
+    os.close(slave)  # as with a real port, only the program talking to the arm holds it open
     calibration_dir.mkdir(parents=True, exist_ok=True)
     cal_file = calibration_dir / f"{robot_id}.json"
     if not cal_file.exists():
