@@ -10,12 +10,12 @@ the file, switch torque off, and from then on only read.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .config import RobotConfig
+from .processes import device_users
 from .status import first_line
 
 JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
@@ -74,7 +74,7 @@ class SO101Arm:
                 f"no calibration for robot id '{self.cfg.id}' (looked for {self.calibration_file}).\n"
                 f"Calibrate the arm once, then start again:\n  {self.calibrate_command()}"
             )
-        others = port_users(self.cfg.port)
+        others = device_users(self.cfg.port)
         if others:
             raise ArmError(f"the arm's port {self.cfg.port} is open in another program: {'; '.join(others)}\n"
                            "Two programs on one servo bus take each other's replies: stop that one first.")
@@ -144,47 +144,6 @@ class SO101Arm:
             self.bus.port_handler.closePort()
         except Exception:
             pass
-
-
-def port_users(port: str) -> list[str]:
-    """The other processes that have the serial port `port` open, as "pid 4242 (lerobot-teleoperate
-    --robot.port=...)". Linux only (/proc); without root, only this user's processes are seen."""
-    device = os.path.realpath(port)
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-    except OSError:  # no /proc (macOS)
-        return []
-    users = []
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:  # another user's process, or gone
-            continue
-        if any(_link(f"/proc/{pid}/fd/{fd}") == device for fd in fds):
-            users.append(f"pid {pid} ({_command(pid)})")
-    return users
-
-
-def _link(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
-
-
-def _command(pid: str, width: int = 80) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            words = f.read().rstrip(b"\0").split(b"\0")
-    except OSError:
-        return "?"
-    if not words[0]:  # a process that is exiting
-        return "?"
-    if len(words) > 1 and os.path.basename(words[0]).startswith(b"python"):  # python .../lerobot-teleoperate ...
-        words = words[1:]
-    words[0] = os.path.basename(words[0])
-    text = b" ".join(words).decode(errors="replace")
-    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def zero_shifts(before: dict, now: dict) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import CameraConfig
+from .processes import device_users
 
 STALE_AFTER_S = 1.0  # no new frame for this long: the camera is treated as gone
 MAX_DRIVER_DELAY_S = 0.5  # a driver timestamp older than this at read() is not on our clock
@@ -69,7 +70,8 @@ class Camera:
             time.sleep(0.01)
         if self._frame is None:
             self.disconnect()
-            raise CameraError(f"camera '{self.name}' ({self.cfg.device}): {self._error or 'no frame within 5 s'}")
+            raise CameraError(f"camera '{self.name}' ({self.cfg.device}): {self._error or 'no frame within 5 s'}"
+                              + self._in_use())
 
     def latest(self) -> Frame:
         """The newest frame. Raises CameraError if the camera failed or went silent."""
@@ -117,7 +119,18 @@ class Camera:
         except Exception:
             pass
 
+    def _in_use(self) -> str:
+        """'; /dev/video0 is open in another program: pid 77 (cheese) ...' where it is, else ''. A
+        camera streams to one program at a time: the other one's mode, or no frames, is what we get."""
+        path = self._device_file()
+        others = device_users(path) if path else []
+        return f"; {path} is open in another program: {'; '.join(others)} (close it first)" if others else ""
+
     # --- per backend -------------------------------------------------------------------
+    def _device_file(self) -> str | None:
+        """The camera's device file, where it has one."""
+        return None
+
     def _open(self) -> None:
         raise NotImplementedError
 
@@ -134,6 +147,9 @@ class MjpegCamera(Camera):
 
     source = "mjpeg-passthrough"
 
+    def _device_file(self) -> str | None:
+        return video_device(self.cfg.device)
+
     def _open(self) -> None:
         import cv2
 
@@ -141,8 +157,8 @@ class MjpegCamera(Camera):
         self._cap = cv2.VideoCapture(dev, cv2.CAP_V4L2) if _is_linux() else cv2.VideoCapture(dev)
         if not self._cap.isOpened():
             raise CameraError(
-                f"camera '{self.name}': cannot open device {dev!r} (unplugged, or used by another program?). "
-                "List cameras with: lerobot-find-cameras opencv"
+                f"camera '{self.name}': cannot open device {dev!r} (unplugged, or used by another program?)"
+                f"{self._in_use()}. List cameras with: lerobot-find-cameras opencv"
             )
         self._cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
         self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
@@ -159,16 +175,18 @@ class MjpegCamera(Camera):
         if (w, h) != (self.width, self.height):
             self._cap.release()
             raise CameraError(
-                f"camera '{self.name}' delivers {w}x{h}, not the configured {self.width}x{self.height}; "
-                "set capture_width/capture_height to a mode the camera supports (v4l2-ctl --list-formats-ext)"
+                f"camera '{self.name}' delivers {w}x{h}, not the configured {self.width}x{self.height}"
+                + (self._in_use() or "; set capture_width/capture_height to a mode the camera supports "
+                   "(v4l2-ctl --list-formats-ext)")
             )
         fourcc = _fourcc_text(self._cap.get(cv2.CAP_PROP_FOURCC))  # V4L2: the pixel format the camera now sends
         if _is_linux() and fourcc not in ("", "MJPG", "JPEG"):  # unknown (""): _grab checks the bytes
             self._cap.release()
             raise CameraError(
-                f"camera '{self.name}' sends {fourcc} at {w}x{h}, not MJPG; choose a size it lists "
-                f"under MJPG (v4l2-ctl -d {dev} --list-formats-ext), or set \"backend\": \"opencv\" for this "
-                "camera (frames are then JPEG-encoded once, at the rate the camera manages)"
+                f"camera '{self.name}' sends {fourcc} at {w}x{h}, not MJPG"
+                + (self._in_use() or f"; choose a size it lists under MJPG (v4l2-ctl -d {dev} --list-formats-ext), "
+                   "or set \"backend\": \"opencv\" for this camera (frames are then JPEG-encoded once, at the "
+                   "rate the camera manages)")
             )
 
     def _grab(self):
@@ -196,6 +214,9 @@ class OpenCVCamera(Camera):
         super().__init__(cfg, fps)
         self.encoding = cfg.storage
 
+    def _device_file(self) -> str | None:
+        return video_device(self.cfg.device)
+
     def _open(self) -> None:
         from lerobot.cameras.opencv import OpenCVCamera as LeRobotOpenCVCamera
         from lerobot.cameras.opencv import OpenCVCameraConfig
@@ -207,7 +228,7 @@ class OpenCVCamera(Camera):
         try:
             self._cam.connect()
         except Exception as e:
-            raise CameraError(f"cannot open device {dev!r}: {e}") from e
+            raise CameraError(f"cannot open device {dev!r}: {e}{self._in_use()}") from e
 
     def _grab(self):
         import cv2
@@ -233,6 +254,13 @@ def driver_time(pos_msec: float, now: float) -> float:
     transfer and the wait. Another clock, or none (0), is far from `now`: then `now`."""
     t = pos_msec / 1000.0
     return t if 0.0 <= now - t < MAX_DRIVER_DELAY_S else now
+
+
+def video_device(device: int | str) -> str | None:
+    """The device file of a camera given as an index (Linux: /dev/videoN) or as a path."""
+    if isinstance(device, int):
+        return f"/dev/video{device}" if _is_linux() else None
+    return str(device)
 
 
 def _fourcc_text(value: float) -> str:

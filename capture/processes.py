@@ -20,6 +20,48 @@ def alive(pid: int) -> bool:
         return True
 
 
+def device_users(path: str) -> list[str]:
+    """The other processes that have the device `path` open (the arm's serial port, a camera),
+    as "pid 4242 (lerobot-teleoperate --robot.port=...)". Linux only (/proc); without root, only
+    this user's processes are seen."""
+    device = os.path.realpath(path)
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    except OSError:  # no /proc (macOS)
+        return []
+    users = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # another user's process, or gone
+            continue
+        if any(_link(f"/proc/{pid}/fd/{fd}") == device for fd in fds):
+            users.append(f"pid {pid} ({_command(pid)})")
+    return users
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _command(pid: str, width: int = 80) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "?"
+    if not words[0]:  # a process that is exiting
+        return "?"
+    if len(words) > 1 and os.path.basename(words[0]).startswith(b"python"):  # python .../lerobot-teleoperate ...
+        words = words[1:]
+    words[0] = os.path.basename(words[0])
+    text = b" ".join(words).decode(errors="replace")
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def hold_lock(path: Path):
     """The lock file at `path`, open and locked, which keeps other runs out (of a raw folder, of a
     dataset) while this process lives: the operating system drops the lock when it ends, even

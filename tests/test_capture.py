@@ -565,6 +565,7 @@ class UsbCamera:
         self.convert_rgb = True
         self.clock, self.arrived, self.returned = clock, [], []
         self.silent, self.reading, self.released, self.released_while_reading = False, 0, 0, 0
+        self.streaming_elsewhere = False  # another program streams from it: its mode stays, no frames come
 
     def __call__(self, device, api=None):  # stands in for the cv2.VideoCapture class
         assert api == cv2.CAP_V4L2
@@ -574,6 +575,8 @@ class UsbCamera:
         return True
 
     def set(self, prop, value):
+        if self.streaming_elsewhere and prop in (cv2.CAP_PROP_FOURCC, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+            return False  # V4L2: EBUSY
         fourcc = int(value).to_bytes(4, "little").decode() if prop == cv2.CAP_PROP_FOURCC else self.format
         if prop == cv2.CAP_PROP_CONVERT_RGB:
             self.convert_rgb = bool(value)
@@ -601,6 +604,8 @@ class UsbCamera:
             self.reading -= 1
 
     def _read(self):
+        if self.streaming_elsewhere:
+            return False, None
         if self.silent:
             while self.silent:
                 time.sleep(0.01)
@@ -621,7 +626,7 @@ class UsbCamera:
         self.released_while_reading += self.reading > 0
 
 
-def usb_camera(monkeypatch, modes, clock: str = "monotonic"):
+def usb_camera(monkeypatch, modes, clock: str = "monotonic", device_file: int | str = 0):
     from capture import cameras
     from capture.config import CameraConfig
 
@@ -629,7 +634,7 @@ def usb_camera(monkeypatch, modes, clock: str = "monotonic"):
     device = UsbCamera(modes, jpeg.tobytes(), clock)
     monkeypatch.setattr(cv2, "VideoCapture", device)
     monkeypatch.setattr(cameras, "_is_linux", lambda: True)
-    return device, cameras.make_camera(CameraConfig(name="wrist", device=0), fps=30)
+    return device, cameras.make_camera(CameraConfig(name="wrist", device=device_file), fps=30)
 
 
 def test_usb_camera_frames_are_the_jpeg_bytes_it_sent_until_it_is_unplugged(monkeypatch):
@@ -680,6 +685,43 @@ def test_a_camera_gone_silent_is_not_closed_under_its_read_and_comes_back(monkey
         device.silent = False
         camera.disconnect()
     assert device.released_while_reading == 0
+
+
+HOLD_OPEN = """#!/usr/bin/env python3
+import sys, time
+f = open(sys.argv[1], "rb")
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_camera_streaming_to_another_program_is_named(monkeypatch, tmp_path):
+    """A USB camera streams to one program at a time: with a video call (or cheese, or another
+    slarm-capture) on it, OpenCV keeps that program's mode and gets no frames. The message names
+    that program, instead of sending the user to change capture_width; once it is closed, the
+    camera opens."""
+    node = tmp_path / "video0"  # the camera's device file
+    node.write_bytes(b"")
+    other = tmp_path / "cheese"
+    other.write_text(HOLD_OPEN)
+    holder = subprocess.Popen([sys.executable, str(other), str(node)], stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()
+    device, camera = usb_camera(monkeypatch, [("YUYV", 640, 480), ("MJPG", 1920, 1080)], device_file=str(node))
+    device.streaming_elsewhere = True
+    try:
+        with pytest.raises(CameraError) as e:
+            camera.connect()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert str(e.value) == (f"camera 'wrist' delivers 640x480, not the configured 1920x1080; {node} is open in another "
+                            f"program: pid {holder.pid} (cheese {node}) (close it first)")
+    device.streaming_elsewhere = False
+    camera.connect()
+    try:
+        assert camera.latest().data == device.jpeg
+    finally:
+        camera.disconnect()
 
 
 @pytest.mark.parametrize("clock", ["monotonic", "realtime"])
