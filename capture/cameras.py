@@ -128,8 +128,8 @@ class Camera:
 
     # --- per backend -------------------------------------------------------------------
     def _device_file(self) -> str | None:
-        """The camera's device file, where it has one."""
-        return None
+        """The camera's device file (None: it has none, as the simulated camera)."""
+        return video_device(self.cfg.device)
 
     def _open(self) -> None:
         raise NotImplementedError
@@ -146,9 +146,6 @@ class MjpegCamera(Camera):
     """A USB (UVC) camera in MJPG mode; the frame is the JPEG the camera sent (no decoding)."""
 
     source = "mjpeg-passthrough"
-
-    def _device_file(self) -> str | None:
-        return video_device(self.cfg.device)
 
     def _open(self) -> None:
         import cv2
@@ -213,9 +210,6 @@ class OpenCVCamera(Camera):
     def __init__(self, cfg: CameraConfig, fps: int):
         super().__init__(cfg, fps)
         self.encoding = cfg.storage
-
-    def _device_file(self) -> str | None:
-        return video_device(self.cfg.device)
 
     def _open(self) -> None:
         from lerobot.cameras.opencv import OpenCVCamera as LeRobotOpenCVCamera

@@ -148,6 +148,9 @@ class SimCamera(Camera):
         self.process = process
         self.sock_path = sock_path
 
+    def _device_file(self) -> None:
+        return None  # frames come over a socket; cfg.device may name a real camera of this machine
+
     def _open(self) -> None:
         try:
             self.process.ensure_running()
