@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import camera_identity as ids
 from .config import CameraConfig
 from .processes import device_users
 
@@ -54,11 +55,19 @@ class Camera:
         self._closing = threading.Lock()  # who closes the device: disconnect(), or a reader it left behind
         self._reader_gone = True
         self._reader_closes = False
+        self.identity: ids.Identity | None = None  # the camera this name got when the session started
 
     def connect(self, timeout_s: float = 5.0) -> None:
-        """Open the device, start the reader, wait for the first frame."""
+        """Open the device, start the reader, wait for the first frame. A reconnect opens only
+        the camera the session started with: camera numbers can change when cameras are replugged."""
         if self._thread is not None and self._thread.is_alive():  # left behind by disconnect(), see there
             raise CameraError(f"camera '{self.name}' ({self.cfg.device}): its last read is still waiting on the driver")
+        found = self.identify()
+        if self.identity is not None and found is not None and not found.same_camera(self.identity):
+            raise CameraError(
+                f"camera '{self.name}' ({self.cfg.device}) is now another camera: {found}, not {self.identity} as "
+                f"when recording started{ids.where_now(self.identity)}. Camera numbers change when cameras are "
+                "replugged: quit, give each camera a path that always opens it, and start again")
         self._frame, self._error = None, None
         self._stop.clear()
         self._open()
@@ -72,6 +81,24 @@ class Camera:
             self.disconnect()
             raise CameraError(f"camera '{self.name}' ({self.cfg.device}): {self._error or 'no frame within 5 s'}"
                               + self._in_use())
+        self.identity = self.identity or found
+
+    def identify(self) -> ids.Identity | None:
+        """Which camera the configured device is now (None: not known on this platform)."""
+        path = self._device_file()
+        return ids.identify(path) if path else None
+
+    def describe(self) -> str:
+        """'camera 'wrist': 1920x1080 @ 30 fps, mjpeg-passthrough, HD Webcam (USB port 3-2)', and how to
+        keep the name on this camera where the config gives a number."""
+        text = f"camera '{self.name}': {self.width}x{self.height} @ {self.fps} fps, {self.source}"
+        if self.identity is None:
+            return text
+        path = self._device_file()
+        stable = ids.stable_path(path, self.identity) if path and ids.by_number(self.cfg.device) else None
+        return f"{text}, {self.identity}" + (
+            f'\n  note: "device": "{stable}" always opens this camera; a number such as {self.cfg.device} can '
+            "point to another camera after a reboot or replug" if stable else "")
 
     def latest(self) -> Frame:
         """The newest frame. Raises CameraError if the camera failed or went silent."""

@@ -80,7 +80,7 @@ def main(config_path, sim, episodes, episode_time, preview):
         out.message(source.describe())
         for cam in cameras:
             cam.connect()
-            out.message(f"camera '{cam.name}': {cam.width}x{cam.height} @ {cam.fps} fps, {cam.source}")
+            out.message(cam.describe())
         if rig is not None:
             out.message(rig.describe())
 

@@ -8,7 +8,7 @@ Layout (docs/raw-format.md, format_version 1):
     /cameras/<name>/frames        (T,) vlen uint8 (JPEG bytes as delivered) or (T, H, W, 3) uint8 RGB
     /cameras/<name>/capture_time  (T,) float64 the frame's capture time, same clock as /timestamp
     /cameras/<name>/frame_seq     (T,) int64   the camera's frame number (equal in two ticks: same frame)
-    attrs on /cameras/<name>: width, height, fps, encoding, source, device
+    attrs on /cameras/<name>: width, height, fps, encoding, source, device, model, serial, port
     attrs on /: format_version, fps, task, robot_type, robot_id, state_source, episode_uuid,
                 start_time (ISO 8601, wall clock), calibration (JSON), software (JSON), missed_ticks
 
@@ -29,6 +29,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .camera_identity import Identity
+from .camera_identity import from_attrs as identity_from_attrs
+
 FORMAT_VERSION = 1
 SUFFIX = ".h5"
 PARTIAL_SUFFIX = ".h5.partial"
@@ -44,6 +47,9 @@ class CameraInfo:
     encoding: str  # "jpeg" or "rgb"
     source: str
     device: str
+    model: str = ""  # which camera that device was (camera_identity.Identity); "" where not known
+    serial: str = ""
+    port: str = ""
 
 
 @dataclass
@@ -265,6 +271,7 @@ class RawCamera:
     frames: h5py.Dataset
     capture_time: np.ndarray
     frame_seq: np.ndarray
+    identity: Identity | None = None  # which camera recorded it, where known
 
 
 @dataclass
@@ -371,6 +378,7 @@ def open_episode(path: Path) -> RawEpisode:
                 name=name, width=int(g.attrs["width"]), height=int(g.attrs["height"]), fps=int(g.attrs["fps"]),
                 encoding=_attr(g.attrs["encoding"]), source=_attr(g.attrs["source"]), frames=g["frames"],
                 capture_time=g["capture_time"][:], frame_seq=g["frame_seq"][:],
+                identity=identity_from_attrs({k: _attr(v) for k, v in g.attrs.items()}),
             )
             if len(cam.frames) != n:
                 raise RawFormatError(f"{path.name}: camera {name} has {len(cam.frames)} frames for {n} ticks")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import keys as K
 from .arm import zero_shifts
+from .camera_identity import where_now
 from .cameras import CameraError
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
 from .processes import hold_lock, raise_if_stopped
@@ -95,7 +96,7 @@ class Session:
         for p in partial:
             self.out.message(f"note: {p} is an unfinished episode from an earlier run; it is ignored")
         if complete:
-            moved = self._check_compatible(complete[-1])
+            moved, recorded_with = self._check_compatible(complete[-1])
             self.next_index = episode_index(complete[-1]) + 1
             self.out.message(f"resuming: {count(len(complete), 'episode')} in {self.folder}, next is episode {self.next_index}")
             if moved:
@@ -104,13 +105,28 @@ class Session:
                     f"{', '.join(moved)} (recalibrated, or another arm?). The same pose now reads other joint angles "
                     "than in the earlier episodes; to keep the two apart, record into another dataset_name."
                 )
+            self._warn_other_cameras(recorded_with, complete[-1].name)
 
-    def _check_compatible(self, last: Path) -> list[str]:
-        """Refuse a folder recorded with other settings; the arm's joints whose zeros moved since `last`."""
+    def _warn_other_cameras(self, recorded_with: dict, last: str) -> None:
+        """Say which camera names now open another camera than in the last episode: camera numbers
+        change order after a reboot or replug, and the wrist camera's name would then record the top view."""
+        for cam in self.cameras:
+            then, now = recorded_with.get(cam.name), cam.identify()
+            if then is not None and now is not None and not now.same_camera(then):
+                self.out.message(
+                    f"warning: camera '{cam.name}' is now {now}, not {then} as in {last}{where_now(then)}. Camera "
+                    "numbers change order after a reboot or replug: if the live view is not the one this name had, "
+                    "quit (ESC) and set this camera's \"device\"; if the camera was changed on purpose, go on "
+                    "(slarm-convert names the episodes recorded with each)")
+
+    def _check_compatible(self, last: Path) -> tuple[list[str], dict]:
+        """Refuse a folder recorded with other settings; the arm's joints whose zeros moved since
+        `last`, and which camera each name had in `last` (where known)."""
         try:
             with open_episode(last) as ep:
                 theirs = (ep.fps, sorted(ep.cameras), ep.state_names)
                 calibration = ep.attrs.get("calibration", {})
+                recorded_with = {name: cam.identity for name, cam in ep.cameras.items()}
         except RawFormatError as e:
             raise SessionError(f"cannot resume in {self.folder}: {e}") from None
         ours = (self.cfg.fps, sorted(c.name for c in self.cameras), list(self.state_source.state_names))
@@ -121,8 +137,8 @@ class Session:
                     "Use another dataset_name (or raw_dir) for this setup, or record with the earlier settings."
                 )
         if self.state_source.robot_type != "so101":
-            return []
-        return zero_shifts(calibration, self.state_source.calibration_snapshot())
+            return [], recorded_with
+        return zero_shifts(calibration, self.state_source.calibration_snapshot()), recorded_with
 
     def run(self) -> None:
         """Record until ESC, Ctrl-C, or the automatic episodes are done. Devices are connected."""
@@ -201,8 +217,8 @@ class Session:
             attrs=self._episode_attrs(),
             state_names=list(self.state_source.state_names),
             state_attrs={"units": self.state_source.units, "lower_limits": lower, "upper_limits": upper},
-            cameras=[CameraInfo(c.name, c.width, c.height, c.fps, c.encoding, c.source, str(c.cfg.device))
-                     for c in self.cameras],
+            cameras=[CameraInfo(c.name, c.width, c.height, c.fps, c.encoding, c.source, str(c.cfg.device),
+                                **(c.identity.attrs() if c.identity else {})) for c in self.cameras],
             max_ticks=round(self.auto.seconds * self.cfg.fps) if self.auto else None,
         )
         self.recording_index = index

@@ -15,6 +15,7 @@ import click
 
 from capture import config as C
 from capture.arm import zero_shifts
+from capture.episode_file import episode_index
 from capture.processes import stop_on_signals, stops_held
 from capture.status import count, disk_full
 
@@ -310,6 +311,7 @@ def _check_one_setup(sources: list[Source], s: Settings) -> None:
                       f"({ours[what]}); convert them into separate datasets", EXIT_USAGE)
     if first.robot_type == "so101":
         _warn_calibrations(sources)
+    _warn_other_cameras(sources)
     captured = sorted({f"{w}x{h}" for src in sources for _, w, h in src.cameras})
     if len(captured) > 1:
         click.echo(f"note: frames were captured at {', '.join(captured)}; all become {s.width}x{s.height} "
@@ -328,6 +330,26 @@ def _warn_calibrations(sources: list[Source]) -> None:
         click.echo(f"warning: {listed} {'were' if len(names) > 1 else 'was'} recorded with another calibration of "
                    f"the arm than {first.path.name} ({moved}): the same pose reads other joint angles in them; "
                    "convert them into a separate dataset if that matters", err=True)
+
+
+def _warn_other_cameras(sources: list[Source]) -> None:
+    """Episodes whose camera under a name was another camera than in the first episode that says
+    (camera numbers change order after a reboot or replug): say which, once per camera."""
+    for name, _, _ in sources[0].cameras:
+        known = [src for src in sources if name in src.identities]
+        if not known:
+            continue
+        first, others = known[0], {}
+        for src in known[1:]:
+            if not src.identities[name].same_camera(first.identities[name]):
+                others.setdefault(str(src.identities[name]), []).append(src.path)
+        for other, paths in others.items():
+            listed = ", ".join(p.name for p in paths[:3]) + (f", ... ({len(paths)} in all)" if len(paths) > 3 else "")
+            click.echo(f"warning: {listed} {'were' if len(paths) > 1 else 'was'} recorded with another camera as "
+                       f"'{name}', {other}, than {first.path.name}, {first.identities[name]}: camera numbers change "
+                       "order after a reboot or replug, so check that they show the same view (slarm-inspect "
+                       f"{paths[0].parent} --rerun {episode_index(paths[0])}); convert them into a separate dataset "
+                       "if not", err=True)
 
 
 def _frames(rows: list[int], shown: int = 10) -> str:

@@ -19,6 +19,7 @@ class Source:
     state_names: tuple[str, ...]
     cameras: tuple[tuple[str, int, int], ...]  # (name, width, height)
     calibration: dict  # the arm's calibration while recording (capture.arm.SO101Arm.calibration_snapshot)
+    identities: dict  # which camera each name was, where known: name -> capture.camera_identity.Identity
 
 
 def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
@@ -38,6 +39,7 @@ def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
                         robot_type=str(ep.attrs.get("robot_type", "")), state_names=tuple(ep.state_names),
                         cameras=tuple((c.name, c.width, c.height) for c in ep.cameras.values()),
                         calibration=ep.attrs.get("calibration", {}),
+                        identities={c.name: c.identity for c in ep.cameras.values() if c.identity},
                     ))
             except RawFormatError as e:
                 problems.append(f"{path.parent}/{e}; skipped")

@@ -724,6 +724,106 @@ def test_a_camera_streaming_to_another_program_is_named(monkeypatch, tmp_path):
         camera.disconnect()
 
 
+def plug(root: Path, cameras: dict[str, tuple[str, str, str]]) -> None:
+    """Linux's view of the USB cameras plugged in, under `root`: {"video0": (model, serial, port)}
+    as /sys/class/video4linux/video0 (its name, its node index, its USB interface and device with
+    product and serial) and the device file /dev/video0 with udev's /dev/v4l/by-id and by-path
+    links; plugging again replaces what was there."""
+    import shutil
+
+    for part in ("sys", "dev"):
+        shutil.rmtree(root / part, ignore_errors=True)
+    for node, (model, serial, port) in cameras.items():
+        usb = root / "sys" / "devices" / "usb1" / port
+        (usb / f"{port}:1.0").mkdir(parents=True)
+        (usb / f"{port}:1.0" / "bInterfaceNumber").write_text("00\n")
+        (usb / "product").write_text(model + "\n")
+        if serial:
+            (usb / "serial").write_text(serial + "\n")
+        sysfs = root / "sys" / "class" / "video4linux" / node
+        sysfs.mkdir(parents=True)
+        (sysfs / "name").write_text(f"{model}: {model}\n")
+        (sysfs / "index").write_text("0\n")
+        (sysfs / "device").symlink_to(usb / f"{port}:1.0")
+        (root / "dev" / "v4l" / "by-path").mkdir(parents=True, exist_ok=True)
+        (root / "dev" / node).write_bytes(b"")
+        (root / "dev" / "v4l" / "by-path" / f"pci-0000:00:14.0-usb-0:{port}:1.0-video-index0").symlink_to(root / "dev" / node)
+        if serial:
+            (root / "dev" / "v4l" / "by-id").mkdir(exist_ok=True)
+            (root / "dev" / "v4l" / "by-id" / f"usb-{model.replace(' ', '_')}_{serial}-video-index0").symlink_to(root / "dev" / node)
+
+
+def test_a_camera_number_that_opens_another_camera_after_a_replug_is_not_reconnected(monkeypatch, tmp_path):
+    """Camera numbers are handed out in the order cameras are found: after a replug (or a USB hub's
+    power glitch) /dev/video0, the wrist camera's number, can be the laptop's webcam. The session
+    reconnects a camera only to the camera it started with, and says where that one is now and
+    which path always opens it; a camera with a serial number is still itself on another port."""
+    from capture import camera_identity
+
+    monkeypatch.setattr(camera_identity, "SYSFS", tmp_path / "sys" / "class" / "video4linux")
+    monkeypatch.setattr(camera_identity, "DEV", tmp_path / "dev")
+    c920, webcam = ("HD Pro Webcam C920", "A1B2C3", "1-2"), ("Integrated Webcam", "", "1-6")
+    plug(tmp_path, {"video0": c920, "video2": webcam})
+    video0, by_id = tmp_path / "dev" / "video0", tmp_path / "dev" / "v4l" / "by-id" / "usb-HD_Pro_Webcam_C920_A1B2C3-video-index0"
+    device, camera = usb_camera(monkeypatch, [("MJPG", 1920, 1080)], device_file=str(video0))
+    readers = lambda: sum(t.name == "camera-wrist" for t in threading.enumerate())  # noqa: E731
+    camera.connect()
+    try:
+        assert camera.describe() == (
+            "camera 'wrist': 1920x1080 @ 30 fps, mjpeg-passthrough, HD Pro Webcam C920 (USB port 1-2, serial A1B2C3)\n"
+            f'  note: "device": "{by_id}" always opens this camera; a number such as {video0} can point to another '
+            "camera after a reboot or replug")
+        device.unplugged = True
+        time.sleep(0.2)
+        with pytest.raises(CameraError, match="unplugged"):
+            camera.latest()
+        camera.disconnect()
+        plug(tmp_path, {"video0": webcam, "video2": c920})  # both came back, in the other order
+        device.unplugged = False
+        with pytest.raises(CameraError) as e:
+            camera.connect()
+        assert str(e.value) == (
+            f"camera 'wrist' ({video0}) is now another camera: Integrated Webcam (USB port 1-6), not HD Pro Webcam "
+            f"C920 (USB port 1-2, serial A1B2C3) as when recording started; that camera is now {tmp_path}/dev/video2 "
+            f'("device": "{by_id}" always opens it). Camera numbers change when cameras are replugged: quit, give '
+            "each camera a path that always opens it, and start again")
+        assert readers() == 0, "the other camera is not opened"
+
+        plug(tmp_path, {"video0": (*c920[:2], "1-3"), "video2": webcam})  # the C920, into another port
+        camera.connect()
+        assert camera.latest().data == device.jpeg and readers() == 1
+    finally:
+        camera.disconnect()
+    cheap = camera_identity.Identity("USB Camera", "", "USB port 1-2")
+    assert not cheap.same_camera(camera_identity.Identity("USB Camera", "", "USB port 1-3")), (
+        "two cameras of one model without serial numbers: only their ports tell them apart")
+
+
+def test_resuming_with_another_camera_under_a_name_says_so(config):
+    """Each episode stores which camera each name had. Resuming where a name now opens another
+    camera (its number went to another camera after a reboot) says so; recording goes on (the
+    person decides). The simulated camera N is the one the config's device N names."""
+    args = ("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    assert capture(*args).returncode == 0
+    with open_episode(episodes_dir(config) / "episode_000000.h5") as ep:
+        assert str(ep.cameras["wrist"].identity) == "slarm simulated camera (simulated port 0)"
+    r = capture(*args)
+    assert r.returncode == 0 and "next is episode 1" in r.stdout, r.stdout + r.stderr
+    assert "another camera" not in r.stdout, "the same camera: nothing to say"
+    cfg = json.loads(config.read_text())
+    cfg["camera"]["device"] = 2
+    config.write_text(json.dumps(cfg))
+    r = capture(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("warning: camera 'wrist' is now slarm simulated camera (simulated port 2), not slarm simulated camera "
+            "(simulated port 0) as in episode_000001.h5. Camera numbers change order after a reboot or replug: if "
+            "the live view is not the one this name had, quit (ESC) and set this camera's \"device\"; if the camera "
+            "was changed on purpose, go on (slarm-convert names the episodes recorded with each)") in r.stdout, r.stdout
+    assert "saved episode 2" in r.stdout
+    with open_episode(episodes_dir(config) / "episode_000002.h5") as ep:
+        assert str(ep.cameras["wrist"].identity) == "slarm simulated camera (simulated port 2)"
+
+
 @pytest.mark.parametrize("clock", ["monotonic", "realtime"])
 def test_usb_camera_frame_time_is_when_its_data_arrived(monkeypatch, clock):
     """The driver's timestamp (V4L2, on our monotonic clock) dates the frame, not the end of

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import av
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -70,6 +71,7 @@ def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
     assert "done: 2 episodes added, 0 already there; 90 frames" in r.stdout
     assert "frames/s" in r.stdout
     assert "calibration" not in r.stderr, "one arm, one calibration: nothing to say"
+    assert "another camera" not in r.stderr, "one camera under each name: nothing to say"
 
     ds = load(out)
     assert ds.num_episodes == 2 and len(ds) == 90
@@ -160,6 +162,21 @@ def test_episodes_recorded_after_the_arm_was_recalibrated_are_named(raw, tmp_pat
     assert (f"warning: episode_000001.h5 was recorded with another calibration of the arm than episode_000000.h5 "
             f"({RECALIBRATED}): the same pose reads other joint angles in them; convert them into a separate "
             "dataset if that matters") in r.stderr, r.stderr
+    assert "done: 2 episodes added" in r.stdout
+
+
+def test_episodes_recorded_with_another_camera_under_a_name_are_named(raw, tmp_path):
+    """Camera numbers change order after a reboot or replug, and the wrist camera's name can then
+    record the top view: episodes whose camera under a name was another one than in the first are
+    named, with how to look at one, and the conversion goes on."""
+    with h5py.File(raw / "episode_000001.h5", "r+") as f:
+        f["cameras/wrist"].attrs.update({"model": "Integrated Webcam", "serial": "", "port": "USB port 1-6"})
+    r = convert(raw, tmp_path / "ds")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("warning: episode_000001.h5 was recorded with another camera as 'wrist', Integrated Webcam (USB port "
+            "1-6), than episode_000000.h5, slarm simulated camera (simulated port 0): camera numbers change order "
+            f"after a reboot or replug, so check that they show the same view (slarm-inspect {raw} --rerun 1); "
+            "convert them into a separate dataset if not") in r.stderr, r.stderr
     assert "done: 2 episodes added" in r.stdout
 
 

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..arm import ArmError, SO101Arm
+from ..camera_identity import Identity
 from ..cameras import Camera, CameraError
 from ..config import CameraConfig, Config
 from .camera_server import HEADER
@@ -150,6 +151,10 @@ class SimCamera(Camera):
 
     def _device_file(self) -> None:
         return None  # frames come over a socket; cfg.device may name a real camera of this machine
+
+    def identify(self) -> Identity:
+        """Simulated camera N is the one the config's device N names (as a real camera by number)."""
+        return Identity("slarm simulated camera", "", f"simulated port {self.cfg.device}")
 
     def _open(self) -> None:
         try:
