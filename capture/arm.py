@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import device_identity as ids
 from .config import RobotConfig
 from .processes import device_users
 from .status import first_line
@@ -93,9 +94,15 @@ class SO101Arm:
             raise ArmError(f"cannot read the arm's calibration on {self.cfg.port}: {first_line(e)}") from e
         if not calibrated:
             self.disconnect()
+            found = ids.identify(self.cfg.port, ids.SERIAL_PORTS)
             raise CalibrationError(
-                f"the motors on {self.cfg.port} do not hold the calibration in {self.calibration_file} "
-                f"(another arm, or it was recalibrated).\nCalibrate again:\n  {self.calibrate_command()}"
+                f"the motors on {self.cfg.port}{f' ({found})' if found else ''} do not hold the calibration in "
+                f"{self.calibration_file} (another arm, or it was recalibrated).\n"
+                "If the leader arm is plugged in too, this may be its port: serial ports are numbered in the order "
+                "they are found, and can swap after a reboot or replug. Then do not calibrate (that would write the "
+                "leader's calibration as the follower's): set \"port\" to the follower's (find it with "
+                "lerobot-find-port; a /dev/serial/by-id/... path does not change).\n"
+                f"Otherwise calibrate again:\n  {self.calibrate_command()}"
             )
         try:
             self.bus.disable_torque(num_retry=3)
@@ -128,7 +135,13 @@ class SO101Arm:
         }
 
     def describe(self) -> str:
-        return f"arm connected on {self.cfg.port}, torque off: move it by hand"
+        """'arm connected on /dev/ttyACM0 (its USB adapter), torque off: ...', and how to keep the
+        config on this arm where it gives the port by number."""
+        found = ids.identify(self.cfg.port, ids.SERIAL_PORTS)
+        text = f"arm connected on {self.cfg.port}{f' ({found})' if found else ''}, torque off: move it by hand"
+        stable = ids.stable_path(self.cfg.port, found, ids.SERIAL_PORTS) if found and ids.by_number(self.cfg.port) else None
+        return text + (f'\n  note: "port": "{stable}" always opens this arm; a number such as {self.cfg.port} can '
+                       "point to another arm (the leader's) after a reboot or replug" if stable else "")
 
     def disconnect(self) -> None:
         """Torque off (again) and close the port. Safe to call twice or on a dead port."""

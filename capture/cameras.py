@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import camera_identity as ids
+from . import device_identity as ids
 from .config import CameraConfig
 from .processes import device_users
 
@@ -63,7 +63,7 @@ class Camera:
         if self._thread is not None and self._thread.is_alive():  # left behind by disconnect(), see there
             raise CameraError(f"camera '{self.name}' ({self.cfg.device}): its last read is still waiting on the driver")
         found = self.identify()
-        if self.identity is not None and found is not None and not found.same_camera(self.identity):
+        if self.identity is not None and found is not None and not found.same_device(self.identity):
             raise CameraError(
                 f"camera '{self.name}' ({self.cfg.device}) is now another camera: {found}, not {self.identity} as "
                 f"when recording started{ids.where_now(self.identity)}. Camera numbers change when cameras are "

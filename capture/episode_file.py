@@ -29,8 +29,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .camera_identity import Identity
-from .camera_identity import from_attrs as identity_from_attrs
+from .device_identity import Identity
+from .device_identity import from_attrs as identity_from_attrs
 
 FORMAT_VERSION = 1
 SUFFIX = ".h5"
@@ -47,7 +47,7 @@ class CameraInfo:
     encoding: str  # "jpeg" or "rgb"
     source: str
     device: str
-    model: str = ""  # which camera that device was (camera_identity.Identity); "" where not known
+    model: str = ""  # which camera that device was (device_identity.Identity); "" where not known
     serial: str = ""
     port: str = ""
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import keys as K
 from .arm import zero_shifts
-from .camera_identity import where_now
 from .cameras import CameraError
+from .device_identity import where_now
 from .episode_file import CameraInfo, EpisodeWriter, RawFormatError, episode_index, episode_name, list_episodes, open_episode
 from .processes import hold_lock, raise_if_stopped
 from .sampler import Sampler
@@ -112,7 +112,7 @@ class Session:
         change order after a reboot or replug, and the wrist camera's name would then record the top view."""
         for cam in self.cameras:
             then, now = recorded_with.get(cam.name), cam.identify()
-            if then is not None and now is not None and not now.same_camera(then):
+            if then is not None and now is not None and not now.same_device(then):
                 self.out.message(
                     f"warning: camera '{cam.name}' is now {now}, not {then} as in {last}{where_now(then)}. Camera "
                     "numbers change order after a reboot or replug: if the live view is not the one this name had, "

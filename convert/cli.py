@@ -341,7 +341,7 @@ def _warn_other_cameras(sources: list[Source]) -> None:
             continue
         first, others = known[0], {}
         for src in known[1:]:
-            if not src.identities[name].same_camera(first.identities[name]):
+            if not src.identities[name].same_device(first.identities[name]):
                 others.setdefault(str(src.identities[name]), []).append(src.path)
         for other, paths in others.items():
             listed = ", ".join(p.name for p in paths[:3]) + (f", ... ({len(paths)} in all)" if len(paths) > 3 else "")

@@ -19,7 +19,7 @@ class Source:
     state_names: tuple[str, ...]
     cameras: tuple[tuple[str, int, int], ...]  # (name, width, height)
     calibration: dict  # the arm's calibration while recording (capture.arm.SO101Arm.calibration_snapshot)
-    identities: dict  # which camera each name was, where known: name -> capture.camera_identity.Identity
+    identities: dict  # which camera each name was, where known: name -> capture.device_identity.Identity
 
 
 def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:

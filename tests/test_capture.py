@@ -358,6 +358,61 @@ print(stream.getvalue(), end="")
     assert lines[0].endswith("| ESC quits")
 
 
+def test_motors_without_the_calibration_may_be_the_leader_arm_and_are_not_calibrated_over(tmp_path):
+    """With the leader arm plugged in too, the follower's port number can be the leader's after a
+    reboot or replug: its motors do not hold the follower's calibration. The message says so
+    before the calibrate command, which would write the leader's calibration as the follower's."""
+    from capture.sim.arm_server import calibration
+
+    follower = calibration()  # the file: the follower's; the simulated motors hold calibration(), the leader's
+    follower["shoulder_pan"]["homing_offset"] += 40
+    (tmp_path / "cal").mkdir()
+    cal_file = tmp_path / "cal" / "desk_arm.json"
+    cal_file.write_text(json.dumps(follower))
+    port = tmp_path / "ttyACM0"
+    server = subprocess.Popen([sys.executable, "-m", "capture.sim.arm_server", "--link", str(port), "--calibration-dir",
+                               str(tmp_path / "cal"), "--robot-id", "desk_arm"], stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert server.stdout.readline().startswith(b"ready")
+        path = write_config(tmp_path, robot={"id": "desk_arm", "port": str(port), "calibration_dir": str(tmp_path / "cal")})
+        r = capture("--config", str(path), "--episodes", "1", "--episode-time", "1", "--preview", "off")
+    finally:
+        server.kill()
+        server.wait()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert (f"error: the motors on {port} do not hold the calibration in {cal_file} (another arm, or it was "
+            "recalibrated).\nIf the leader arm is plugged in too, this may be its port: serial ports are numbered in "
+            "the order they are found, and can swap after a reboot or replug. Then do not calibrate (that would write "
+            "the leader's calibration as the follower's): set \"port\" to the follower's (find it with "
+            "lerobot-find-port; a /dev/serial/by-id/... path does not change).\nOtherwise calibrate again:\n  "
+            f"lerobot-calibrate --robot.type=so101_follower --robot.port={port} --robot.id=desk_arm "
+            f"--robot.calibration_dir={tmp_path / 'cal'}\n") in r.stdout, r.stdout
+    assert json.loads(cal_file.read_text()) == follower, "the calibration file is left as it was"
+
+
+def test_an_arm_port_given_by_number_is_shown_with_its_adapter_and_the_path_that_keeps_it(monkeypatch, tmp_path):
+    """Leader and follower each have a USB serial adapter; /dev/ttyACM0 is whichever was found
+    first. Connected, the arm is shown with its adapter (model, USB port, serial number) and the
+    udev path that always opens that adapter."""
+    from capture import device_identity
+    from capture.arm import SO101Arm
+    from capture.config import RobotConfig
+
+    monkeypatch.setattr(device_identity, "SYSFS", tmp_path / "sys" / "class")
+    monkeypatch.setattr(device_identity, "DEV", tmp_path / "dev")
+    plug(tmp_path, {"ttyACM0": ("USB Single Serial", "5A46083062", "1-3"), "ttyACM1": ("USB Single Serial", "5A46083059", "1-4")})
+    arm = SO101Arm.__new__(SO101Arm)  # describe() needs only the config: LeRobot's robot is not built here
+    arm.cfg = RobotConfig(port=str(tmp_path / "dev" / "ttyACM0"))
+    by_id = tmp_path / "dev" / "serial" / "by-id" / "usb-USB_Single_Serial_5A46083062-if00"
+    assert arm.describe() == (
+        f"arm connected on {arm.cfg.port} (USB Single Serial (USB port 1-3, serial 5A46083062)), torque off: move it "
+        f'by hand\n  note: "port": "{by_id}" always opens this arm; a number such as {arm.cfg.port} can point to '
+        "another arm (the leader's) after a reboot or replug")
+    arm.cfg = RobotConfig(port=str(by_id))
+    assert arm.describe() == (f"arm connected on {by_id} (USB Single Serial (USB port 1-3, serial 5A46083062)), "
+                              "torque off: move it by hand"), "a path that does not change: nothing to add"
+
+
 SECOND_PROGRAM = """#!/usr/bin/env python3
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
@@ -724,33 +779,35 @@ def test_a_camera_streaming_to_another_program_is_named(monkeypatch, tmp_path):
         camera.disconnect()
 
 
-def plug(root: Path, cameras: dict[str, tuple[str, str, str]]) -> None:
-    """Linux's view of the USB cameras plugged in, under `root`: {"video0": (model, serial, port)}
-    as /sys/class/video4linux/video0 (its name, its node index, its USB interface and device with
-    product and serial) and the device file /dev/video0 with udev's /dev/v4l/by-id and by-path
-    links; plugging again replaces what was there."""
+def plug(root: Path, devices: dict[str, tuple[str, str, str]]) -> None:
+    """Linux's view of the USB devices plugged in, under `root`: {"video0": (model, serial, port)}
+    (a camera; "ttyACM0": a serial adapter) as /sys/class/video4linux/video0 (or tty/ttyACM0): its
+    name, its node index, its USB interface and the USB device above it with product and serial;
+    and the device file /dev/video0 with udev's /dev/v4l (or /dev/serial) by-id and by-path links.
+    Plugging again replaces what was there."""
     import shutil
 
     for part in ("sys", "dev"):
         shutil.rmtree(root / part, ignore_errors=True)
-    for node, (model, serial, port) in cameras.items():
+    for node, (model, serial, port) in devices.items():
+        sys_class, links, end = ("video4linux", "v4l", "video-index0") if node.startswith("video") else ("tty", "serial", "if00")
         usb = root / "sys" / "devices" / "usb1" / port
         (usb / f"{port}:1.0").mkdir(parents=True)
         (usb / f"{port}:1.0" / "bInterfaceNumber").write_text("00\n")
         (usb / "product").write_text(model + "\n")
         if serial:
             (usb / "serial").write_text(serial + "\n")
-        sysfs = root / "sys" / "class" / "video4linux" / node
+        sysfs = root / "sys" / "class" / sys_class / node
         sysfs.mkdir(parents=True)
         (sysfs / "name").write_text(f"{model}: {model}\n")
         (sysfs / "index").write_text("0\n")
         (sysfs / "device").symlink_to(usb / f"{port}:1.0")
-        (root / "dev" / "v4l" / "by-path").mkdir(parents=True, exist_ok=True)
+        (root / "dev" / links / "by-path").mkdir(parents=True, exist_ok=True)
         (root / "dev" / node).write_bytes(b"")
-        (root / "dev" / "v4l" / "by-path" / f"pci-0000:00:14.0-usb-0:{port}:1.0-video-index0").symlink_to(root / "dev" / node)
+        (root / "dev" / links / "by-path" / f"pci-0000:00:14.0-usb-0:{port}:1.0-{end}").symlink_to(root / "dev" / node)
         if serial:
-            (root / "dev" / "v4l" / "by-id").mkdir(exist_ok=True)
-            (root / "dev" / "v4l" / "by-id" / f"usb-{model.replace(' ', '_')}_{serial}-video-index0").symlink_to(root / "dev" / node)
+            (root / "dev" / links / "by-id").mkdir(exist_ok=True)
+            (root / "dev" / links / "by-id" / f"usb-{model.replace(' ', '_')}_{serial}-{end}").symlink_to(root / "dev" / node)
 
 
 def test_a_camera_number_that_opens_another_camera_after_a_replug_is_not_reconnected(monkeypatch, tmp_path):
@@ -758,10 +815,10 @@ def test_a_camera_number_that_opens_another_camera_after_a_replug_is_not_reconne
     power glitch) /dev/video0, the wrist camera's number, can be the laptop's webcam. The session
     reconnects a camera only to the camera it started with, and says where that one is now and
     which path always opens it; a camera with a serial number is still itself on another port."""
-    from capture import camera_identity
+    from capture import device_identity
 
-    monkeypatch.setattr(camera_identity, "SYSFS", tmp_path / "sys" / "class" / "video4linux")
-    monkeypatch.setattr(camera_identity, "DEV", tmp_path / "dev")
+    monkeypatch.setattr(device_identity, "SYSFS", tmp_path / "sys" / "class")
+    monkeypatch.setattr(device_identity, "DEV", tmp_path / "dev")
     c920, webcam = ("HD Pro Webcam C920", "A1B2C3", "1-2"), ("Integrated Webcam", "", "1-6")
     plug(tmp_path, {"video0": c920, "video2": webcam})
     video0, by_id = tmp_path / "dev" / "video0", tmp_path / "dev" / "v4l" / "by-id" / "usb-HD_Pro_Webcam_C920_A1B2C3-video-index0"
@@ -794,8 +851,8 @@ def test_a_camera_number_that_opens_another_camera_after_a_replug_is_not_reconne
         assert camera.latest().data == device.jpeg and readers() == 1
     finally:
         camera.disconnect()
-    cheap = camera_identity.Identity("USB Camera", "", "USB port 1-2")
-    assert not cheap.same_camera(camera_identity.Identity("USB Camera", "", "USB port 1-3")), (
+    cheap = device_identity.Identity("USB Camera", "", "USB port 1-2")
+    assert not cheap.same_device(device_identity.Identity("USB Camera", "", "USB port 1-3")), (
         "two cameras of one model without serial numbers: only their ports tell them apart")
 
 

@@ -21,9 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..arm import ArmError, SO101Arm
-from ..camera_identity import Identity
 from ..cameras import Camera, CameraError
 from ..config import CameraConfig, Config
+from ..device_identity import Identity
 from .camera_server import HEADER
 from .gamepad import SimGamepad, VirtualPad
 
