@@ -385,6 +385,7 @@ def open_episode(path: Path) -> RawEpisode:
             ep.cameras[name] = cam
         if ep.state.shape != (n, len(ep.state_names)) or len(ep.tick_index) != n:
             raise RawFormatError(f"{path.name}: state, tick_index and timestamp lengths differ")
+        _check_ticks(ep)
         return ep
     except RawFormatError:
         f.close()
@@ -392,6 +393,24 @@ def open_episode(path: Path) -> RawEpisode:
     except (KeyError, OSError, ValueError, TypeError) as e:
         f.close()
         raise RawFormatError(f"{path.name}: damaged or incomplete ({e})") from None
+
+
+def _check_ticks(ep: RawEpisode) -> None:
+    """Tick numbers that increase row by row and agree with the timestamps: the sampler stamps
+    tick k within one period of k / fps, so a disagreement of a second is a damaged file (and
+    placing its rows on the time grid could ask for billions of frames)."""
+    name = ep.path.name
+    if ep.fps <= 0:
+        raise RawFormatError(f"{name}: damaged: fps is {ep.fps}")
+    if not len(ep.tick_index):
+        return
+    if np.any(np.diff(ep.tick_index) <= 0):
+        raise RawFormatError(f"{name}: damaged: tick_index does not increase row by row")
+    if not np.all(np.isfinite(ep.timestamp)):
+        raise RawFormatError(f"{name}: damaged: a timestamp is not a number")
+    drift = np.abs(ep.timestamp - ep.timestamp[0] - (ep.tick_index - ep.tick_index[0]) / ep.fps).max()
+    if drift > 1.0:
+        raise RawFormatError(f"{name}: damaged: timestamps and tick numbers disagree by {drift:.1f} s")
 
 
 _HEAP_ID = np.dtype([("size", "<u4"), ("collection", "<u8"), ("index", "<u4")])  # a vlen element on disk

@@ -15,8 +15,12 @@ import time
 
 
 class Output:
-    def __init__(self, stream=None):
+    """The status line and messages on stdout; errors and warnings (message(..., err=True)) on
+    stderr, as slarm-convert and slarm-inspect print theirs."""
+
+    def __init__(self, stream=None, err_stream=None):
         self.stream = stream or sys.stdout
+        self.err_stream = err_stream or sys.stderr
         self.tty = self.stream.isatty()
         self._line = ""
         self._last_kind = ""
@@ -36,12 +40,14 @@ class Output:
                 self.stream.flush()
                 self._last_kind = kind
 
-    def message(self, text: str) -> None:
+    def message(self, text: str, err: bool = False) -> None:
         if self.tty and self._line:
             self.stream.write("\r\x1b[K")
+            self.stream.flush()
             self._line = ""
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        stream = self.err_stream if err else self.stream
+        stream.write(text + "\n")
+        stream.flush()
         self._last_kind = ""
 
     def close(self) -> None:

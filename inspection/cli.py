@@ -14,7 +14,7 @@ from convert.sources import holds_episodes, why_no_episodes
 
 from .report import Inspection, inspect
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2
 PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg")
 
 
@@ -38,6 +38,9 @@ def main(target, as_json, plot, rerun_episode, save):
       slarm-inspect raw/so101_pickplace_v1 --json | jq '.totals'
       slarm-inspect raw/so101_pickplace_v1 --plot review.png
       slarm-inspect raw/so101_pickplace_v1 --rerun 3
+
+    Exit status: 0; 1 when a file could not be read (it is listed, the rest is shown);
+    2 for a wrong argument.
     """
     if not target.exists():
         _fail(f"{target}: no such folder or episode file (slarm-capture writes to {{raw_dir}}/{{dataset_name}})")
@@ -73,6 +76,8 @@ def main(target, as_json, plot, rerun_episode, save):
         except (OSError, RuntimeError) as e:  # rerun reports a file it cannot create as RuntimeError
             _fail(f"--rerun {rerun_episode}: " + (f"cannot write {save} ({e})" if save else f"replay failed ({e})"))
         _note(as_json, f"episode {rerun_episode} replayed " + (f"into {save}" if save else "in the Rerun viewer"))
+    if result.unreadable:  # for scripts: `slarm-inspect raw/x && slarm-convert ...` stops at a damaged file
+        sys.exit(EXIT_UNREADABLE)
 
 
 def table(result: Inspection) -> str:

@@ -163,7 +163,7 @@ def test_resume_continues_numbering_and_refuses_other_settings(tmp_path, config)
     other = write_config(tmp_path, recording={"fps": 15})
     r = capture("--config", str(other), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
     assert r.returncode == 2
-    assert "recorded with fps 30, this config records 15" in r.stdout
+    assert "recorded with fps 30, this config records 15" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert len(list(episodes_dir(config).iterdir())) == 2
 
@@ -195,8 +195,8 @@ def test_a_full_disk_stops_recording_and_keeps_saved_episodes(config):
     r = capture("--config", str(config), "--sim", "--episodes", "3", "--episode-time", "1", "--preview", "off")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "discarded episode 1 (it could not be written)" in r.stdout
-    assert f"error: the disk holding {folder} is full. Episodes already saved are kept." in r.stdout
-    assert "recording resumes at episode 1" in r.stdout
+    assert f"error: the disk holding {folder} is full. Episodes already saved are kept." in r.stderr
+    assert "recording resumes at episode 1" in r.stderr
     assert "done: 1 episode saved, 1 discarded" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["episode_000000.h5"]
@@ -263,7 +263,7 @@ def test_too_little_disk_space_is_shown_and_an_episode_that_cannot_fit_is_not_st
     assert re.search(r"Recording episode 0 .*\| disk full in \ds", r.stdout), r.stdout
     assert "saved episode 0" in r.stdout
     assert re.search(r"error: not enough disk space for episode 1: .* has room for about \d s of recording, "
-                     r"an episode takes 2 s\. Episodes already saved are kept\.", r.stdout), r.stdout
+                     r"an episode takes 2 s\. Episodes already saved are kept\.", r.stderr), r.stdout + r.stderr
     assert "done: 1 episode saved, 0 discarded" in r.stdout
     files = sorted((kept / cfg["dataset_name"]).iterdir())
     assert [f.name for f in files] == ["episode_000000.h5"]
@@ -292,7 +292,7 @@ def test_bad_config_names_the_field(tmp_path, change, expected):
     path = write_config(tmp_path, **change)
     r = capture("--config", str(path), "--sim", "--episodes", "1", "--episode-time", "1")
     assert r.returncode == 2
-    assert expected in r.stdout
+    assert expected in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
 
 
@@ -309,15 +309,15 @@ def test_config_that_is_not_json(tmp_path):
     path.write_text('{"dataset_name": "x",,}')
     r = capture("--config", str(path))
     assert r.returncode == 2
-    assert "not valid JSON at line 1" in r.stdout
+    assert "not valid JSON at line 1" in r.stderr
 
 
 def test_missing_calibration_prints_the_calibrate_command(tmp_path):
     path = write_config(tmp_path, robot={"id": "desk_arm", "port": "/dev/ttyACM7", "calibration_dir": str(tmp_path / "cal")})
     r = capture("--config", str(path), "--episodes", "1", "--episode-time", "1")
     assert r.returncode == 2
-    assert "no calibration for robot id 'desk_arm'" in r.stdout
-    assert "lerobot-calibrate --robot.type=so101_follower --robot.port=/dev/ttyACM7 --robot.id=desk_arm" in r.stdout
+    assert "no calibration for robot id 'desk_arm'" in r.stderr
+    assert "lerobot-calibrate --robot.type=so101_follower --robot.port=/dev/ttyACM7 --robot.id=desk_arm" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
 
 
@@ -334,8 +334,8 @@ def test_arm_not_found_says_how_to_find_its_port_and_reconnecting_stays_one_line
     port = tmp_path / "ttyACM7"  # calibrated, but not plugged in
     path = write_config(tmp_path, robot={"id": "desk_arm", "port": str(port), "calibration_dir": str(tmp_path / "cal")})
     r = capture("--config", str(path), "--episodes", "1", "--episode-time", "1", "--preview", "off")
-    assert r.returncode == 1 and f"cannot connect to the arm on {port}" in r.stdout, r.stdout + r.stderr
-    assert "lerobot-find-port" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert r.returncode == 1 and f"cannot connect to the arm on {port}" in r.stderr, r.stdout + r.stderr
+    assert "lerobot-find-port" in r.stderr and "Traceback" not in r.stdout + r.stderr
 
     # unplugged mid-session: while it retries, the status line names the fault on one line
     # (in a process of its own: LeRobot's import starts threads, and later tests fork)
@@ -386,7 +386,7 @@ def test_motors_without_the_calibration_may_be_the_leader_arm_and_are_not_calibr
             "the leader's calibration as the follower's): set \"port\" to the follower's (find it with "
             "lerobot-find-port; a /dev/serial/by-id/... path does not change).\nOtherwise calibrate again:\n  "
             f"lerobot-calibrate --robot.type=so101_follower --robot.port={port} --robot.id=desk_arm "
-            f"--robot.calibration_dir={tmp_path / 'cal'}\n") in r.stdout, r.stdout
+            f"--robot.calibration_dir={tmp_path / 'cal'}\n") in r.stderr, r.stderr
     assert json.loads(cal_file.read_text()) == follower, "the calibration file is left as it was"
 
 
@@ -461,7 +461,7 @@ def test_a_second_session_into_the_same_raw_folder_is_refused(config):
     first.expect(r"Recording episode 0 \| \d+ frames")
     second = capture("--config", str(config), "--sim", "--episodes", "1", "--episode-time", "1", "--preview", "off")
     assert second.returncode == 2
-    assert f"error: another slarm-capture is recording into {episodes_dir(config)}. Stop it first" in second.stdout
+    assert f"error: another slarm-capture is recording into {episodes_dir(config)}. Stop it first" in second.stderr
     first.send(" ")
     first.expect(r"saved episode 0: \d+ frames")
     quit_with_esc(first, "done: 1 episode saved, 0 discarded")
@@ -475,7 +475,7 @@ def test_a_second_session_into_the_same_raw_folder_is_refused(config):
 def test_no_keyboard_and_no_automatic_episodes_is_refused(config):
     r = capture("--config", str(config), "--sim")
     assert r.returncode == 2
-    assert "--episodes N --episode-time SECONDS" in r.stdout
+    assert "--episodes N --episode-time SECONDS" in r.stderr
 
 
 def unplug_during_second_episode(config, unplug, device: str = ".*", warning: str = "", check=check_episode):
@@ -866,7 +866,7 @@ def test_resuming_with_another_camera_under_a_name_says_so(config):
         assert str(ep.cameras["wrist"].identity) == "slarm simulated camera (simulated port 0)"
     r = capture(*args)
     assert r.returncode == 0 and "next is episode 1" in r.stdout, r.stdout + r.stderr
-    assert "another camera" not in r.stdout, "the same camera: nothing to say"
+    assert "another camera" not in r.stdout + r.stderr, "the same camera: nothing to say"
     cfg = json.loads(config.read_text())
     cfg["camera"]["device"] = 2
     config.write_text(json.dumps(cfg))
@@ -875,7 +875,7 @@ def test_resuming_with_another_camera_under_a_name_says_so(config):
     assert ("warning: camera 'wrist' is now slarm simulated camera (simulated port 2), not slarm simulated camera "
             "(simulated port 0) as in episode_000001.h5. Camera numbers change order after a reboot or replug: if "
             "the live view is not the one this name had, quit (ESC) and set this camera's \"device\"; if the camera "
-            "was changed on purpose, go on (slarm-convert names the episodes recorded with each)") in r.stdout, r.stdout
+            "was changed on purpose, go on (slarm-convert names the episodes recorded with each)") in r.stderr, r.stderr
     assert "saved episode 2" in r.stdout
     with open_episode(episodes_dir(config) / "episode_000002.h5") as ep:
         assert str(ep.cameras["wrist"].identity) == "slarm simulated camera (simulated port 2)"

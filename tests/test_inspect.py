@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 
@@ -64,7 +65,7 @@ def recordings(tmp_path_factory) -> Path:
 def test_table_and_json_match_the_files_and_flag_defects(recordings):
     before = tree_digest(recordings)
     r = inspect(recordings, "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # the truncated file: listed, the rest shown, and the exit status says so
     report = json.loads(r.stdout)
     eps = {e["index"]: e for e in report["episodes"]}
     assert sorted(eps) == [0, 1, 2, 3]
@@ -95,7 +96,7 @@ def test_table_and_json_match_the_files_and_flag_defects(recordings):
     assert report["totals"]["frames"] == sum(e["frames"] for e in eps.values())
 
     r = inspect(recordings)
-    assert r.returncode == 0
+    assert r.returncode == 1
     lines = r.stdout.splitlines()
     assert lines[0].split()[:5] == ["#", "uuid", "task", "duration", "frames"]
     row0 = next(line for line in lines if line.startswith("0 "))
@@ -104,13 +105,33 @@ def test_table_and_json_match_the_files_and_flag_defects(recordings):
     assert "unreadable: " in r.stdout and "unfinished: " in r.stdout
     flagged = report["totals"]["flagged"]
     assert lines[-1].startswith("total: 4 episodes") and f"{flagged} flagged, 1 unfinished, 1 unreadable" in lines[-1]
+    r = inspect(recordings / "episode_000001.h5")
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].endswith("0 unfinished, 0 unreadable"), r.stdout + r.stderr
+    r = inspect(recordings / "episode_000004.h5")
+    assert r.returncode == 1 and "unreadable: " in r.stdout
     assert tree_digest(recordings) == before, "slarm-inspect never modifies the raw folder"
+
+
+def test_tick_numbers_that_do_not_match_the_timestamps_are_a_damaged_file(tmp_path):
+    """A flipped bit in tick_index would otherwise place the episode's rows on a time grid of a
+    billion frames (convert) or report nonsense (inspect)."""
+    damage = [(2, 1, "tick_index does not increase row by row"),
+              (9, 10**9, "timestamps and tick numbers disagree by 33333333.")]
+    for i, (row, value, says) in enumerate(damage):
+        path = tmp_path / f"episode_00000{i}.h5"
+        write_episode(path, list(range(10)), lambda k: np.zeros(6, np.float32))
+        assert inspect(path).returncode == 0
+        with h5py.File(path, "r+") as f:
+            f["tick_index"][row] = value
+        r = inspect(path, "--json")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert says in json.loads(r.stdout)["unreadable"][0]["reason"]
 
 
 def test_plot_writes_a_readable_png(recordings, tmp_path):
     out = tmp_path / "review.png"
     r = inspect(recordings, "--plot", out)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # drawn; 1: the folder holds a truncated file
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 600 and img.shape[1] > 800
     assert img.std() > 20, "not blank"
@@ -125,7 +146,7 @@ def test_plot_writes_a_readable_png(recordings, tmp_path):
 
 def test_rerun_replays_an_episode_on_its_timeline(recordings, tmp_path):
     out = tmp_path / "ep1.rrd"
-    r = inspect(recordings, "--rerun", "1", "--save", out)
+    r = inspect(recordings / "episode_000001.h5", "--rerun", "1", "--save", out)
     assert r.returncode == 0, r.stderr
     import rerun.experimental as rx
 

@@ -104,7 +104,7 @@ def test_bad_gamepad_buttons_are_refused(tmp_path):
     cfg = write_config(tmp_path, robot={"type": "gamepad", "buttons": ["l1", "turbo"]})
     r = capture("--config", str(cfg), "--sim", "--episodes", "1", "--episode-time", "1")
     assert r.returncode == 2
-    assert "robot.buttons: expected a list of distinct button names" in r.stdout and "l1, r1" in r.stdout
+    assert "robot.buttons: expected a list of distinct button names" in r.stderr and "l1, r1" in r.stderr
 
 
 def v21(raw: Path, out: Path, *args: str):
