@@ -89,7 +89,7 @@ def main(config_path, sim, episodes, episode_time, preview):
         try:
             session.preview.start()
         except Exception as e:
-            out.message(f"warning: no live preview ({e}); recording goes on without it", err=True)
+            out.warning(f"no live preview ({e}); recording goes on without it")
             session.preview = Preview("off", [], [])
         if session.preview.url:
             out.message(f"live preview: open {session.preview.url} in a browser (forward port 9090 and 9876 over SSH)")
@@ -99,19 +99,19 @@ def main(config_path, sim, episodes, episode_time, preview):
         except KeyboardInterrupt:
             out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
         except RecordingError as e:
-            out.message(f"error: {e}", err=True)
+            out.error(str(e))
             code = EXIT_FAILURE
         out.close()
         saved = count(session.saved, "episode")
         out.message(f"done: {saved} saved, {session.discarded} discarded, in {cfg.episodes_dir}")
     except CalibrationError as e:
-        out.message(f"error: {e}", err=True)
+        out.error(str(e))
         code = EXIT_USAGE
     except SessionError as e:
-        out.message(f"error: {e}", err=True)
+        out.error(str(e))
         code = EXIT_USAGE
     except (ArmError, GamepadError, CameraError) as e:
-        out.message(f"error: {e}", err=True)
+        out.error(str(e))
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         out.message("interrupted before recording started")
@@ -129,7 +129,7 @@ def main(config_path, sim, episodes, episode_time, preview):
 
 
 def _fail(out: Output, message: str, code: int):
-    out.message(f"error: {message}", err=True)
+    out.error(message)
     sys.exit(code)
 
 

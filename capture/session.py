@@ -113,11 +113,11 @@ class Session:
         for cam in self.cameras:
             then, now = recorded_with.get(cam.name), cam.identify()
             if then is not None and now is not None and not now.same_device(then):
-                self.out.message(
-                    f"warning: camera '{cam.name}' is now {now}, not {then} as in {last}{where_now(then)}. Camera "
+                self.out.warning(
+                    f"camera '{cam.name}' is now {now}, not {then} as in {last}{where_now(then)}. Camera "
                     "numbers change order after a reboot or replug: if the live view is not the one this name had, "
                     "quit (ESC) and set this camera's \"device\"; if the camera was changed on purpose, go on "
-                    "(slarm-convert names the episodes recorded with each)", err=True)
+                    "(slarm-convert names the episodes recorded with each)")
 
     def _check_compatible(self, last: Path) -> tuple[list[str], dict]:
         """Refuse a folder recorded with other settings; the arm's joints whose zeros moved since
@@ -259,11 +259,11 @@ class Session:
             + (f", {count(missed, 'missed tick')}" if missed else "") + f" -> {path}"
         )
         for cam, gave, asked in self._slow_cameras(episode):
-            self.out.message(
-                f"warning: {cam.label} gave {gave:.0f} new frames/s, not {asked}; a tick without a new frame stores "
+            self.out.warning(
+                f"{cam.label} gave {gave:.0f} new frames/s, not {asked}; a tick without a new frame stores "
                 "the one before again. USB cameras on auto exposure slow down in dim light: add light, or choose "
                 f"a mode with {asked} fps (v4l2-ctl --list-formats-ext), or set this camera's \"fps\" to a rate "
-                "it can hold", err=True)
+                "it can hold")
 
     def _slow_cameras(self, episode: EpisodeWriter) -> list[tuple]:
         """(camera, new frames per second, frames per second asked) for each camera clearly slower than asked."""
@@ -342,7 +342,7 @@ class Session:
         error, self.fault = self.fault, None
         self.sampler.stop()
         device = self._failed_device(error)
-        self.out.message(f"warning: {error}", err=True)
+        self.out.warning(str(error))
         if self.episode is not None:
             self._discard(f"{_label(device)} failed")
         try:

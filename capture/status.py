@@ -15,12 +15,11 @@ import time
 
 
 class Output:
-    """The status line and messages on stdout; errors and warnings (message(..., err=True)) on
-    stderr, as slarm-convert and slarm-inspect print theirs."""
+    """The status line and messages on stdout; errors and warnings on stderr, as slarm-convert
+    and slarm-inspect print theirs."""
 
-    def __init__(self, stream=None, err_stream=None):
+    def __init__(self, stream=None):
         self.stream = stream or sys.stdout
-        self.err_stream = err_stream or sys.stderr
         self.tty = self.stream.isatty()
         self._line = ""
         self._last_kind = ""
@@ -40,12 +39,20 @@ class Output:
                 self.stream.flush()
                 self._last_kind = kind
 
-    def message(self, text: str, err: bool = False) -> None:
-        if self.tty and self._line:
+    def message(self, text: str) -> None:
+        self._write(self.stream, text)
+
+    def warning(self, text: str) -> None:
+        self._write(sys.stderr, f"warning: {text}")
+
+    def error(self, text: str) -> None:
+        self._write(sys.stderr, f"error: {text}")
+
+    def _write(self, stream, text: str) -> None:
+        if self.tty and self._line:  # the status line goes first, so the two do not mix
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._line = ""
-        stream = self.err_stream if err else self.stream
         stream.write(text + "\n")
         stream.flush()
         self._last_kind = ""
