@@ -43,7 +43,9 @@ from convert.workers import usable_cores  # noqa: E402
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
 
-def make_raw(folder: Path, episodes: int, frames: int, fps: int = 30) -> None:
+def make_raw(folder: Path, episodes: int, frames: int, fps: int = 30, camera_fps: int = 30) -> None:
+    """Episodes of `frames` ticks at `fps`, from a camera giving `camera_fps` new frames a second
+    (below fps: a tick without a new frame stores the one before again, as slarm-capture does)."""
     jpegs = encoded_frames(1920, 1080)
     folder.mkdir(parents=True)
     for e in range(episodes):
@@ -58,7 +60,8 @@ def make_raw(folder: Path, episodes: int, frames: int, fps: int = 30) -> None:
         for k in range(frames):
             t = k / fps
             state = np.sin(np.arange(6) + t).astype(np.float32)
-            w.put(Tick(k, t, state, {"wrist": Frame(jpegs[(e * 7 + k) % len(jpegs)], k, t)}))
+            seq = k * camera_fps // fps
+            w.put(Tick(k, t, state, {"wrist": Frame(jpegs[(e * 7 + seq) % len(jpegs)], seq, seq / camera_fps)}))
         w.save()
 
 
@@ -97,6 +100,7 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the straightforward approach")
     ap.add_argument("--straightforward", nargs=2, metavar=("RAW", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=2, help="runs of each, alternately; the best counts")
+    ap.add_argument("--camera-fps", type=int, default=30, help="new camera frames per second (ticks: 30 fps)")
     a = ap.parse_args()
     os.environ.setdefault("SVT_LOG", "1")
     if a.straightforward:  # one run of the plain loop, in a process of its own
@@ -104,7 +108,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
-        make_raw(raw, a.episodes, a.frames)
+        make_raw(raw, a.episodes, a.frames, camera_fps=a.camera_fps)
         os.sync()  # neither run should pay for writing back the files just made
         n = a.episodes * a.frames
         mb = sum(p.stat().st_size for p in raw.glob("*.h5")) / 1e6
@@ -132,8 +136,8 @@ def main() -> None:
                     sys.exit(r.stdout + r.stderr)
 
     print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
-          f"({mb / n * 1000:.0f} KB/frame) -> 256x256 LeRobot v3.0 ({a.codec}), {usable_cores()} cores, "
-          f"--device {a.device}")
+          f"({mb / n * 1000:.0f} KB/frame, camera at {a.camera_fps} fps) -> 256x256 LeRobot v3.0 ({a.codec}), "
+          f"{usable_cores()} cores, --device {a.device}")
     for workers, secs in timings.items():
         print(f"  slarm-convert      {n / min(secs):7.1f} frames/s  (best {min(secs):.1f} s of {_listed(secs)} s; workers = {workers})")
     if not a.no_baseline:

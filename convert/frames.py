@@ -49,20 +49,20 @@ class Undecodable:
         self.frames = frames
         self.rows: dict[str, list[int]] = {}  # camera -> raw frame numbers replaced
 
-    def stand_in(self, cam: str, row: int, before: np.ndarray | None, after, decode) -> np.ndarray:
-        """The image for raw frame `row` of `cam`, which did not decode: `before`, the camera's
-        last image, else the image of the first of the raw frames `after` (the grid's next rows,
-        in order, repeats included; read only then) that decodes (decode(cam, row) gives None
-        for one that does not)."""
-        rows = self.rows.setdefault(cam, [])
-        rows.append(row)
-        if len(rows) > self.frames * MAX_UNDECODABLE:
-            raise UnreadableFrame(f"camera {cam}: frames {', '.join(map(str, rows[:5]))}"
-                                  f"{', ...' if len(rows) > 5 else ''} cannot be decoded (over "
+    def stand_in(self, cam: str, rows: list[int], before: np.ndarray | None, after, decode) -> np.ndarray:
+        """The image for raw frames `rows` of `cam` (one camera frame, which the camera may have
+        given to several ticks), which did not decode: `before`, the camera's last image, else
+        the image of the first of the raw frames `after` (the grid's next rows, in order, repeats
+        included; read only then) that decodes (decode(cam, row) gives None for one that does not)."""
+        noted = self.rows.setdefault(cam, [])
+        noted += rows
+        if len(noted) > self.frames * MAX_UNDECODABLE:
+            raise UnreadableFrame(f"camera {cam}: frames {', '.join(map(str, noted[:5]))}"
+                                  f"{', ...' if len(noted) > 5 else ''} cannot be decoded (over "
                                   f"{MAX_UNDECODABLE:.0%} of its {self.frames} frames)")
         if before is not None:
             return before
-        tried = row
+        tried = rows[0]
         for later in map(int, after):
             if later != tried:  # a repeated tick: the same frame again
                 tried, image = later, decode(cam, later)
@@ -123,15 +123,16 @@ def to_image(frame: np.ndarray, width: int, height: int, mode: str, scale: int) 
 
 
 def training_images(ep, cameras, rows, settings, undecodable: Undecodable | None = None):
-    """For each grid slot, {camera: training image} of raw row rows[j]. A repeated tick reuses
-    its image (same array) instead of decoding it again. A frame that cannot be decoded is
-    replaced and noted in `undecodable`. On settings.device "cuda" the GPU decodes and resizes
-    (training_images_torch)."""
+    """For each grid slot, {camera: training image} of raw row rows[j]. A camera frame shown at
+    several ticks is decoded once and its image (the same array) reused (frame_rows). A frame
+    that cannot be decoded is replaced and noted in `undecodable`. On settings.device "cuda" the
+    GPU decodes and resizes (training_images_torch)."""
     undecodable = Undecodable(ep.frame_count) if undecodable is None else undecodable
     if settings.device != "cpu":
         yield from training_images_torch(ep, cameras, rows, settings, settings.device, undecodable=undecodable)
         return
     scales = {name: dct_scale(w, h, settings.width, settings.height, settings.resize_mode) for name, w, h in cameras}
+    shown = {cam: frame_rows(ep, cam, rows) for cam in scales}
 
     def decode(cam: str, row: int) -> np.ndarray | None:
         try:
@@ -141,40 +142,65 @@ def training_images(ep, cameras, rows, settings, undecodable: Undecodable | None
 
     images: dict[str, np.ndarray] = {}  # camera -> its image of raw frame decoded[camera]
     decoded: dict[str, int] = {}
-    for j, row in enumerate(map(int, rows)):
+    for j in range(len(rows)):
         for cam in scales:
+            row = int(shown[cam][j])
             if decoded.get(cam) != row:
                 image = decode(cam, row)
                 if image is None:
-                    image = undecodable.stand_in(cam, row, images.get(cam), rows[j + 1 :], decode)
+                    image = undecodable.stand_in(cam, showing(rows, shown[cam], row), images.get(cam),
+                                                 shown[cam][j + 1 :], decode)
                 images[cam], decoded[cam] = image, row
         yield dict(images)
+
+
+def frame_rows(ep, camera: str, rows) -> np.ndarray:
+    """For each of `rows`, the first of the consecutive rows that hold the same camera frame, so
+    that each frame is decoded once. A tick repeated on the time grid (a missed tick) is one; so
+    are ticks the camera gave no new frame, as a camera slower than the ticks does (auto exposure
+    in dim light, a 15 fps camera in a 30 fps recording): same frame number, and the same bytes,
+    which are checked."""
+    rows = np.asarray(rows, dtype=np.int64)
+    first = rows.copy()
+    seq = ep.cameras[camera].frame_seq[rows]
+    for j in np.flatnonzero(seq[1:] == seq[:-1]) + 1:
+        if np.array_equal(ep.frame(camera, first[j - 1]), ep.frame(camera, rows[j])):
+            first[j] = first[j - 1]
+    return first
+
+
+def showing(rows, shown: np.ndarray, row: int) -> list[int]:
+    """The raw frames whose image is that of raw frame `row` (frame_rows): itself, and those to
+    which the camera gave that frame again."""
+    return np.unique(np.asarray(rows)[shown == row]).tolist()
 
 
 def training_images_torch(ep, cameras, rows, settings, device: str = "cuda", batch: int = 32,
                           undecodable: Undecodable | None = None):
     """training_images, with JPEG decoding and area resizing done by torch/torchvision on `device`
-    (nvJPEG on an NVIDIA GPU). Frames are decoded in batches of up to `batch` distinct rows."""
+    (nvJPEG on an NVIDIA GPU). Frames are decoded in batches: those of up to `batch` grid slots."""
     undecodable = Undecodable(ep.frame_count) if undecodable is None else undecodable
-    rows = np.asarray(rows)
-    last: dict[str, np.ndarray] = {}
+    shown = {name: frame_rows(ep, name, rows) for name, _, _ in cameras}
+    held: dict[str, tuple[int, np.ndarray]] = {}  # camera -> its last raw frame and image
 
     def decode(cam: str, row: int) -> np.ndarray | None:
         return _torch_images(ep, cam, [row], settings, device)[0]
 
     for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        distinct = list(dict.fromkeys(int(r) for r in chunk))
         images = {}
-        for name, _, _ in cameras:
-            images[name] = dict(zip(distinct, _torch_images(ep, name, distinct, settings, device)))
-            for row, image in images[name].items():
+        for name in shown:
+            chunk = shown[name][start : start + batch].tolist()
+            images[name] = dict([held[name]]) if name in held else {}
+            new = [row for row in dict.fromkeys(chunk) if row not in images[name]]
+            for row, image in zip(new, _torch_images(ep, name, new, settings, device) if new else []):
                 if image is None:
-                    after = rows[start + chunk.tolist().index(row) + 1 :]
-                    images[name][row] = image = undecodable.stand_in(name, row, last.get(name), after, decode)
-                last[name] = image
-        for row in chunk:
-            yield {name: images[name][int(row)] for name in images}
+                    after = shown[name][start + chunk.index(row) + 1 :]
+                    before = held[name][1] if name in held else None
+                    image = undecodable.stand_in(name, showing(rows, shown[name], row), before, after, decode)
+                images[name][row] = image
+                held[name] = (row, image)
+        for j in range(start, min(start + batch, len(rows))):
+            yield {name: images[name][int(shown[name][j])] for name in images}
 
 
 def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> list[np.ndarray | None]:

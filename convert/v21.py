@@ -79,7 +79,7 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
             if stopped():
                 raise Stopped()
             for cam, image in images.items():
-                if cam not in last or last[cam][0] is not image:  # a repeated tick reuses its JPEG
+                if cam not in last or last[cam][0] is not image:  # a frame shown again reuses its JPEG
                     last[cam] = (image, _jpeg(image, s.jpeg_quality))
                 jpegs[cam].append({"bytes": last[cam][1], "path": None})
                 histograms[cam].add(image)

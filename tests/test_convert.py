@@ -23,7 +23,8 @@ from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
 from conftest import RECALIBRATED, ROOT, capture, episodes_dir, on_small_disk, recalibrate, write_config
 from convert.encoding import CODECS, VideoWriter, codec_options
-from convert.frames import to_image
+from convert.frames import to_image, training_images, training_images_torch
+from convert.settings import Settings
 from convert.stats import ImageHistogram, image_stats, sample_indices
 from convert.timeline import grid_rows
 from convert.workers import usable_cores
@@ -517,6 +518,40 @@ def test_broken_frames_are_replaced_and_an_episode_with_many_is_skipped(raw, tmp
     assert tree_digest(tmp_path / "ds") == before
 
 
+@pytest.mark.parametrize("decoder", ["opencv", "torch"])
+def test_a_frame_the_camera_gave_to_several_ticks_is_decoded_once(raw, monkeypatch, decoder):
+    """A camera slower than the ticks (auto exposure in dim light, a 15 fps camera in a 30 fps
+    recording) gives consecutive ticks the same frame: it is decoded once for all of them, and
+    every tick still shows its own frame. A frame number repeated with other bytes is no repeat.
+    Both decoding paths: OpenCV's, and torch's (the --device cuda code, run here on the CPU)."""
+    file = sorted(raw.glob("*.h5"))[0]
+    with h5py.File(file, "r+") as f:
+        frames, seq = f["cameras/wrist/frames"], f["cameras/wrist/frame_seq"]
+        sent = seq[:]  # the frame number each row's bytes show (as a barcode, modulo 128)
+        for i in range(1, 40, 2):  # rows 1, 3, ..., 39: the camera had no new frame
+            frames[i], seq[i], sent[i] = frames[i - 1], seq[i - 1], sent[i - 1]
+        frames[41], seq[41], sent[41] = frames[44], seq[40], sent[44]  # the number of frame 40, other bytes
+    decodes = []
+    name = "_decode_bgr" if decoder == "opencv" else "_torch_images"
+    decode = getattr(sys.modules["convert.frames"], name)
+
+    def counted(*args):
+        decodes.append(len(args[2]) if decoder == "torch" else 1)
+        return decode(*args)
+
+    monkeypatch.setattr(f"convert.frames.{name}", counted)
+    with open_episode(file) as ep:
+        rows, _ = grid_rows(ep.tick_index)
+        cams = tuple((n, c.width, c.height) for n, c in ep.cameras.items())
+        if decoder == "opencv":
+            images = [d["wrist"] for d in training_images(ep, cams, rows, Settings())]
+        else:
+            images = [d["wrist"] for d in training_images_torch(ep, cams, rows, Settings(), device="cpu", batch=8)]
+    expected = sent[rows]
+    assert [barcode_value(image) for image in images] == list(expected % 128), "each tick shows its frame"
+    assert sum(decodes) == 1 + np.count_nonzero(np.diff(expected)) < len(rows) - 15, "each frame decoded once"
+
+
 def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     r = convert(raw, tmp_path / "ds", "--codec", "h264_nvenc")
     assert r.returncode == 2 and "--codec h264_nvenc:" in r.stderr and "Traceback" not in r.stderr
@@ -742,7 +777,6 @@ def test_writer_joins_each_video_file_once_into_what_lerobots_writer_writes(tmp_
 
     from convert import v30
     from convert.prepare import prepare_episode
-    from convert.settings import Settings
     from convert.sources import find
 
     cfg = write_config(tmp_path, cameras=[{"name": "wrist", "capture_width": 640, "capture_height": 480},
