@@ -140,17 +140,16 @@ def training_images(ep, cameras, rows, settings, undecodable: Undecodable | None
         except UnreadableFrame:
             return None
 
-    images: dict[str, np.ndarray] = {}  # camera -> its image of raw frame decoded[camera]
-    decoded: dict[str, int] = {}
+    images: dict[str, np.ndarray] = {}  # camera -> its image of raw frame shown[camera][j]
     for j in range(len(rows)):
         for cam in scales:
             row = int(shown[cam][j])
-            if decoded.get(cam) != row:
+            if j == 0 or shown[cam][j - 1] != row:  # else the image of the slot before
                 image = decode(cam, row)
                 if image is None:
                     image = undecodable.stand_in(cam, showing(rows, shown[cam], row), images.get(cam),
                                                  shown[cam][j + 1 :], decode)
-                images[cam], decoded[cam] = image, row
+                images[cam] = image
         yield dict(images)
 
 
