@@ -116,8 +116,11 @@ class SO101Arm:
             raw = self.bus.sync_read("Present_Position", normalize=False, num_retry=READ_RETRIES)
         except Exception as e:
             raise ArmError(f"arm read failed: {first_line(e)}") from e
-        ticks = np.fromiter((raw[n] for n in JOINT_NAMES), dtype=np.float64, count=len(JOINT_NAMES))
-        return ((ticks - self._mid) * self._scale).astype(np.float32)
+        return self.radians(np.fromiter((raw[n] for n in JOINT_NAMES), dtype=np.float64, count=len(JOINT_NAMES)))
+
+    def radians(self, ticks: np.ndarray) -> np.ndarray:
+        """Motor positions (raw ticks, JOINT_NAMES order) -> the state: radians from each range's middle."""
+        return ((np.asarray(ticks, dtype=np.float64) - self._mid) * self._scale).astype(np.float32)
 
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper joint limits in radians, from the calibrated ranges."""

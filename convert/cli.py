@@ -23,6 +23,7 @@ from . import target as T
 from . import v21, v30
 from .encoding import CODECS, SizeRefused, check_codec
 from .frames import RESIZE_MODES
+from .joint_units import UNITS, why_not
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
 from .sources import Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
@@ -58,6 +59,10 @@ def parse_task(ctx, param, value):
               help="stretch to the size, crop the centre, or pad (letterbox).")
 @click.option("--action", "action", type=click.Choice(["state", "next-state"]), default="state", show_default=True,
               help="action = the state of the same frame, or of the next frame (last frame: its own).")
+@click.option("--joint-units", type=click.Choice(UNITS), default="rad", show_default=True,
+              help="SO-101 state and action: radians as recorded, or as LeRobot's so101_follower reads them "
+                   "(joints in degrees, gripper 0-100, names shoulder_pan.pos ...) for running the policy with "
+                   "lerobot-rollout.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="v3.0", show_default=True,
               help="LeRobot dataset format: v3.0 (LeRobot 0.4+, videos) or v2.1 (OpenPI; JPEG images in parquet).")
 @click.option("--codec", type=click.Choice(CODECS), default=None,
@@ -73,8 +78,8 @@ def parse_task(ctx, param, value):
 @click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
 @click.option("--private", is_flag=True, help="Make the Hub repository private.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Take size and Hub settings from this capture config.")
-def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_quality, workers, device, task, repo_id,
-         private, config_path):
+def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, codec, jpeg_quality, workers, device, task,
+         repo_id, private, config_path):
     """Convert the raw episodes in RAW_DIRS (folders written by slarm-capture) into the LeRobot
     dataset DATASET_DIR (v3.0, or v2.1 for OpenPI). A new folder is created; an existing slarm
     dataset gets only the episodes it does not hold yet. Re-running the same command adds nothing.
@@ -110,7 +115,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, fmt, codec, jpeg_qual
         _check_cuda()
         workers = workers or max(1, usable_cores() // 4)  # measured on an H100 machine: README, "Figures"
     codec = codec or "libsvtav1"
-    settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device)
+    settings = Settings(width, height, resize_mode, action, codec, task, fmt, jpeg_quality, device, joint_units)
     layout = v21 if fmt == "v2.1" else v30  # features, merge and verify of the dataset format
     dataset_dir = _dataset_folder(dataset_dir)
 
@@ -309,6 +314,8 @@ def _check_one_setup(sources: list[Source], s: Settings) -> None:
             if theirs != ours[what]:
                 _fail(f"{src.path} was recorded with other {what} ({theirs}) than {first.path} "
                       f"({ours[what]}); convert them into separate datasets", EXIT_USAGE)
+    if why := next(filter(None, (why_not(src, s.joint_units) for src in sources)), None):
+        _fail(why, EXIT_USAGE)
     if first.robot_type == "so101":
         _warn_calibrations(sources)
     _warn_other_cameras(sources)

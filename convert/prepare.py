@@ -15,6 +15,7 @@ import numpy as np
 
 from capture.episode_file import open_episode
 
+from . import joint_units
 from .encoding import VideoWriter
 from .frames import Undecodable, training_images
 from .settings import Settings
@@ -46,7 +47,7 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
     cams = [name for name, _, _ in src.cameras]
     with open_episode(src.path) as ep:
         rows, repeated = grid_rows(ep.tick_index)
-        state = ep.state[rows].astype(np.float32)
+        state = joint_units.convert(ep.state[rows].astype(np.float32), src, s.joint_units)
         writers = {cam: VideoWriter(folder / cam / "video.mp4", ep.fps, s.codec, encoder_threads) for cam in cams}
         histograms = {cam: ImageHistogram(len(rows)) for cam in cams}
         undecodable = Undecodable(ep.frame_count)

@@ -19,10 +19,12 @@ class Settings:
     format: str = "v3.0"
     jpeg_quality: int = 80  # v2.1: JPEG quality of the images embedded in the parquet files
     device: str = "cpu"  # where JPEGs are decoded and resized: cpu (OpenCV) or cuda (nvJPEG + torch)
+    joint_units: str = "rad"  # the SO-101's state and action: as recorded, or LeRobot's (joint_units.py)
 
     def describe(self) -> dict:
         """The settings a dataset keeps (meta/slarm.json), which every appended episode must share."""
-        d = {"width": self.width, "height": self.height, "resize_mode": self.resize_mode, "action": self.action}
+        d = {"width": self.width, "height": self.height, "resize_mode": self.resize_mode, "action": self.action,
+             "joint_units": self.joint_units}
         if self.format == "v2.1":
             d["jpeg_quality"] = self.jpeg_quality
         else:

@@ -21,6 +21,7 @@ from pathlib import Path
 from capture.processes import hold_lock
 
 SLARM_META = "meta/slarm.json"
+JOINTS = ("observation.state", "action")
 WORK_PREFIX = ".slarm-work-"
 _held = {}  # dataset folder -> its lock file, open while this process lives (claim)
 
@@ -59,7 +60,8 @@ def open_target(path: Path) -> Target:
     if not meta_file.exists():
         raise TargetError(f"{path} is a LeRobot dataset not made by slarm-convert; append only to slarm datasets")
     meta = json.loads(meta_file.read_text())
-    return Target(path, True, info, meta.get("settings", {}), meta.get("episodes", []))
+    settings = {"joint_units": "rad", **meta.get("settings", {})}  # datasets made before --joint-units: radians
+    return Target(path, True, info, settings, meta.get("episodes", []))
 
 
 def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> None:
@@ -86,9 +88,12 @@ def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> N
 
 
 def _recorded_features(feats: dict) -> dict:
-    """Shape and names of state, action and cameras (not LeRobot's index columns)."""
-    return {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items()
-            if k.startswith(("observation.", "action"))}
+    """Shape and names of state, action and cameras (not LeRobot's index columns). The joints'
+    names without the ".pos" of LeRobot's units: a difference of units is said once, as such."""
+    def names(key: str, ft: dict):
+        return [n.removesuffix(".pos") for n in ft.get("names") or []] if key in JOINTS else ft.get("names")
+
+    return {k: (tuple(v["shape"]), names(k, v)) for k, v in feats.items() if k.startswith(("observation.", "action"))}
 
 
 def claim(target: Path) -> None:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from capture.episode_file import open_episode
 
+from . import joint_units
 from .frames import Undecodable, training_images
 from .prepare import Stopped
 from .settings import Settings
@@ -50,7 +51,7 @@ DEFAULT_FEATURES = {
 
 def features(src: Source, s: Settings) -> dict:
     """info.json's features: state and action with the source's names, one image per camera."""
-    names = list(src.state_names)
+    names = joint_units.names(src, s.joint_units)
     feats = {
         "observation.state": {"dtype": "float32", "shape": [len(names)], "names": names},
         "action": {"dtype": "float32", "shape": [len(names)], "names": names},
@@ -68,7 +69,7 @@ def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | N
     with open_episode(src.path) as ep:
         rows, repeated = grid_rows(ep.tick_index)
         n = len(rows)
-        state = ep.state[rows].astype(np.float32)
+        state = joint_units.convert(ep.state[rows].astype(np.float32), src, s.joint_units)
         columns: dict[str, list | np.ndarray] = {"observation.state": state, "action": actions(state, s.action)}
         cams = [name for name, _, _ in src.cameras]
         jpegs: dict[str, list] = {cam: [] for cam in cams}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import joint_units
 from .prepare import Prepared
 from .settings import Settings
 from .sources import Source
@@ -22,7 +23,7 @@ REPO_ID = "local/slarm"  # LeRobot needs a repo id even for local folders
 
 def features(src: Source, s: Settings) -> dict:
     """The dataset's features, spelled out: state and action with the joint names, one video per camera."""
-    names = list(src.state_names)
+    names = joint_units.names(src, s.joint_units)
     feats = {
         "observation.state": {"dtype": "float32", "shape": (len(names),), "names": names},
         "action": {"dtype": "float32", "shape": (len(names),), "names": names},

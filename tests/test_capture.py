@@ -25,10 +25,11 @@ from conftest import (RECALIBRATED, ROOT, capture, device_pids, episodes_dir, on
                       start_capture, write_config)
 
 
-def torque_writes(output: str) -> list[str]:
+def arm_writes(output: str, what: str = "torque") -> list[str]:
+    """The simulated arm's writes of `what` (torque, goal): "torque {motor} {0|1}", "goal {motor} {ticks}"."""
     folder = re.search(r"simulated hardware in (\S+)", output).group(1)
-    path = Path(folder) / "torque-events.txt"
-    return path.read_text().split("\n") if path.exists() else []
+    path = Path(folder) / "arm-events.txt"
+    return [w for w in path.read_text().split("\n") if w.startswith(what)] if path.exists() else []
 
 
 def check_episode(path: Path, fps: int = 30) -> None:
@@ -148,9 +149,10 @@ def test_hands_free_episodes_and_torque_stays_off(config):
         check_episode(f)
         with open_episode(f) as ep:
             assert ep.frame_count == 45
-    writes = [w for w in torque_writes(r.stdout) if w]
+    writes = arm_writes(r.stdout)
     assert writes, "torque was switched off on connect"
     assert all(w.endswith(" 0") for w in writes), f"torque must never be switched on: {writes}"
+    assert not arm_writes(r.stdout, "goal"), "the arm is never sent anywhere"
 
 
 def test_resume_continues_numbering_and_refuses_other_settings(tmp_path, config):
@@ -547,7 +549,7 @@ def test_ctrl_c_discards_current_episode_keeps_saved_ones_torque_off(config, sto
     names = sorted(f.name for f in episodes_dir(config).iterdir())
     assert names == ["episode_000000.h5"], "no partial file left behind"
     check_episode(episodes_dir(config) / names[0])
-    writes = [w for w in torque_writes(sim_line) if w]
+    writes = arm_writes(sim_line)
     assert all(w.endswith(" 0") for w in writes)
     assert len(writes) >= 12, "torque off on connect and again on exit"
 

@@ -181,6 +181,79 @@ def test_episodes_recorded_with_another_camera_under_a_name_are_named(raw, tmp_p
     assert "done: 2 episodes added" in r.stdout
 
 
+def lerobot_so101(calibration: dict, folder: Path):
+    """LeRobot's so101_follower as lerobot-rollout makes it (its defaults), with this calibration
+    (the motors need not be there: only its bus's normalization is asked)."""
+    from lerobot.robots.so_follower import SOFollower, SOFollowerRobotConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "arm.json").write_text(json.dumps(calibration))
+    return SOFollower(SOFollowerRobotConfig(port="/dev/null", id="arm", calibration_dir=folder))
+
+
+def test_lerobot_joint_units_are_what_lerobots_so101_follower_reads(raw, tmp_path):
+    """--joint-units lerobot: each frame's state is what LeRobot's so101_follower reads at the
+    motor positions recorded, from the episode's own calibration (the second one's elbow motor
+    turned the other way), under the names of its actions; a policy trained on it runs through
+    that robot class as is. A dataset in LeRobot's units takes no episodes in radians."""
+    recalibrate(raw / "episode_000001.h5")
+    out = tmp_path / "ds"
+    r = convert(raw, out, "--joint-units", "lerobot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ds = load(out)
+    state, episode = column(ds, "observation.state"), column(ds, "episode_index")
+    np.testing.assert_array_equal(column(ds, "action"), state)
+    for e, path in enumerate(sorted(raw.glob("*.h5"))):
+        with open_episode(path) as ep:
+            cal, recorded = ep.attrs["calibration"], ep.state.astype(np.float64)
+        robot = lerobot_so101(cal, tmp_path / f"calibration-{e}")
+        assert ds.features["action"]["names"] == list(robot.action_features)
+        assert ds.features["observation.state"]["names"] == list(robot.action_features)
+        motors = list(robot.bus.motors)
+        mid = np.array([(cal[m]["range_min"] + cal[m]["range_max"]) / 2 for m in motors])
+        sign = np.array([-1 if cal[m]["drive_mode"] else 1 for m in motors])
+        ticks = mid + recorded * sign * 4095 / (2 * np.pi)  # the motor positions read while recording
+        assert np.abs(ticks - ticks.round()).max() < 0.01
+        reads = [robot.bus._normalize({robot.bus.motors[m].id: int(t) for m, t in zip(motors, row)})
+                 for row in ticks.round()]
+        lerobot = np.array([[read[robot.bus.motors[m].id] for m in motors] for read in reads])
+        np.testing.assert_allclose(state[episode == e], lerobot, atol=1e-3)
+        assert 0 <= lerobot[:, -1].min() and lerobot[:, -1].max() <= 100, "the gripper from 0 to 100"
+        assert np.abs(lerobot[:, :-1]).max() > 10, "the joints in degrees"
+
+    before = tree_digest(out)
+    r = convert(raw, out)
+    assert r.returncode == 2
+    assert "does not match these episodes (dataset vs this run): joint_units lerobot vs rad." in r.stderr, r.stderr
+    assert tree_digest(out) == before
+
+
+def test_lerobot_joint_units_follow_lerobots_normalization_over_the_whole_turn(tmp_path):
+    """Each joint over the whole turn, motors turned the other way (drive_mode 1), the gripper
+    past its calibrated range (LeRobot holds it to 0-100): the radians slarm-capture reads, in
+    LeRobot's units, are what LeRobot's so101_follower reads at the same motor positions."""
+    from capture.arm import JOINT_NAMES, SO101Arm
+    from capture.config import RobotConfig
+    from capture.sim.arm_server import calibration
+    from convert import joint_units
+    from convert.sources import Source
+
+    cal = calibration()
+    cal["elbow_flex"]["drive_mode"] = cal["gripper"]["drive_mode"] = 1
+    lerobot_so101(cal, tmp_path)
+    arm = SO101Arm(RobotConfig(id="arm", port="/dev/null", calibration_dir=str(tmp_path)))
+    ticks = np.linspace(0, 4095, 64).round().astype(int)
+    radians = np.stack([arm.radians(np.full(6, t)) for t in ticks])
+    src = Source(tmp_path / "episode.h5", "uuid", len(ticks), 30, "task", "so101", JOINT_NAMES, (),
+                 arm.calibration_snapshot(), {})
+    ours = joint_units.convert(radians, src, "lerobot")
+    bus = arm.robot.bus
+    for t, row in zip(ticks, ours):
+        read = bus._normalize({bus.motors[m].id: int(t) for m in JOINT_NAMES})
+        np.testing.assert_allclose(row, [read[bus.motors[m].id] for m in JOINT_NAMES], atol=1e-3)
+    assert ours[0, -1] == 100 and ours[-1, -1] == 0, "the gripper held to its range, turned the other way"
+
+
 def test_new_resolution_into_another_folder(raw, tmp_path):
     r = convert(raw, tmp_path / "ds224", "--size", "224x224", "--resize-mode", "crop", "--workers", "1")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -107,6 +107,14 @@ def test_bad_gamepad_buttons_are_refused(tmp_path):
     assert "robot.buttons: expected a list of distinct button names" in r.stderr and "l1, r1" in r.stderr
 
 
+def test_lerobot_joint_units_are_refused_for_a_gamepad(raw, tmp_path):
+    r = convert(raw, tmp_path / "ds", "--joint-units", "lerobot")
+    assert r.returncode == 2
+    assert "holds no SO-101 joints (state: left_x, left_y, right_x, right_y, l2_trigger, r2_trigger, l1, r1); " \
+        "--joint-units lerobot is for SO-101 episodes, leave it out for this robot" in r.stderr, r.stderr
+    assert not (tmp_path / "ds").exists()
+
+
 def v21(raw: Path, out: Path, *args: str):
     return convert(raw, out, "--format", "v2.1", "--action", "next-state", "--size", "224x224", *args)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from capture.episode_file import open_episode
+from capture.sim import DeviceProcess
 from capture.sim.camera_server import barcode_value
 from convert.timeline import grid_rows
 from test_convert import convert, one_episode_dataset
@@ -101,3 +102,36 @@ def test_lerobot_trains_a_policy_on_the_dataset(raw, tmp_path):
     for key in ("observation.state", "action", "observation.images.wrist"):
         for stat in ("mean", "std"):
             np.testing.assert_allclose(held[f"{key}.{stat}"], stats[key][stat], rtol=1e-6, err_msg=f"{key} {stat}")
+
+
+def test_lerobot_replays_the_dataset_on_the_arm_in_its_units(raw, tmp_path):
+    """LeRobot's so101_follower sends a dataset's actions to the arm as it sends a policy's:
+    lerobot-replay, on the simulated arm, of an episode converted with --joint-units lerobot
+    sends each motor, frame by frame, the position it was recorded at (within a tick: LeRobot
+    rounds down)."""
+    out = tmp_path / "ds"
+    assert convert(raw, out, "--joint-units", "lerobot").returncode == 0
+    events = tmp_path / "arm-events.txt"
+    arm = DeviceProcess("arm", ["capture.sim.arm_server", "--link", str(tmp_path / "ttyARM"), "--calibration-dir",
+                                str(tmp_path / "calibration"), "--robot-id", "follower", "--events", str(events)], tmp_path)
+    arm.ensure_running()
+    try:
+        replay = [str(Path(sys.executable).parent / "lerobot-replay"), "--robot.type=so101_follower",
+                  f"--robot.port={tmp_path / 'ttyARM'}", "--robot.id=follower",
+                  f"--robot.calibration_dir={tmp_path / 'calibration'}", "--dataset.repo_id=local/test",
+                  f"--dataset.root={out}", "--dataset.episode=0", "--play_sounds=false"]
+        r = subprocess.run(replay, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        arm.stop()
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+
+    goals = np.array([int(w.split()[2]) for w in events.read_text().splitlines() if w.startswith("goal")]).reshape(-1, 6)
+    with open_episode(sorted(raw.glob("*.h5"))[0]) as ep:
+        cal, recorded = ep.attrs["calibration"], ep.state[grid_rows(ep.tick_index)[0]].astype(np.float64)
+    names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    mid = np.array([(cal[n]["range_min"] + cal[n]["range_max"]) / 2 for n in names])
+    ticks = (mid + recorded * 4095 / (2 * np.pi)).round()  # where each motor was, frame by frame
+    assert goals.shape == ticks.shape, "each frame's action, to every motor"
+    assert np.abs(goals - ticks).max() <= 1, np.abs(goals - ticks).max(axis=0)
+    assert np.ptp(goals, axis=0).min() > 20, "every motor is sent along the episode"

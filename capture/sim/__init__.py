@@ -83,11 +83,11 @@ class SimRig:
     def __init__(self, cfg: Config):
         self.dir = Path(tempfile.mkdtemp(prefix="slarm-sim-"))
         self.robot_cfg = replace(cfg.robot, port=str(self.dir / "ttyARM"), calibration_dir=str(self.dir / "calibration"))
-        self.torque_events = self.dir / "torque-events.txt"
+        self.arm_events = self.dir / "arm-events.txt"  # torque and goal position writes
         self.arm_process = DeviceProcess(
             "arm",
             ["capture.sim.arm_server", "--link", self.robot_cfg.port, "--calibration-dir",
-             self.robot_cfg.calibration_dir, "--robot-id", cfg.robot.id, "--events", str(self.torque_events)],
+             self.robot_cfg.calibration_dir, "--robot-id", cfg.robot.id, "--events", str(self.arm_events)],
             self.dir,
         )
         self.virtual_pad = VirtualPad(self.dir / "unplug-gamepad")

@@ -5,8 +5,9 @@ pseudo-terminal, points the symlink PATH at it, writes a LeRobot calibration fil
 robot id, and answers instruction packets (ping, read, write, sync read, sync write) from
 a register table per servo, so LeRobot's FeetechMotorsBus runs against it unchanged.
 Present_Position follows smooth trajectories inside each joint's calibrated range, as a
-person moving the arm by hand would. Writes to Torque_Enable are appended to an event
-file so tests can check the torque was never switched on.
+person moving the arm by hand would. Writes to Torque_Enable and Goal_Position are
+appended to an event file, so tests can check the torque was never switched on, and where the
+arm was sent.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ FIRMWARE = (3, 10)
 INST_PING, INST_READ, INST_WRITE, INST_REG_WRITE, INST_ACTION = 1, 2, 3, 4, 5
 INST_SYNC_READ, INST_SYNC_WRITE = 0x82, 0x83
 BROADCAST_ID = 0xFE
-ADDR_MIN_LIMIT, ADDR_MAX_LIMIT, ADDR_HOMING, ADDR_TORQUE, ADDR_PRESENT_POS = 9, 11, 31, 40, 56
+ADDR_MIN_LIMIT, ADDR_MAX_LIMIT, ADDR_HOMING, ADDR_TORQUE, ADDR_GOAL_POS, ADDR_PRESENT_POS = 9, 11, 31, 40, 42, 56
 
 
 def calibration() -> dict:
@@ -122,9 +123,15 @@ class Bus:
 
     def _write(self, servo: Servo, addr: int, data: bytes) -> None:
         servo.write(addr, data)
-        if self.events is not None and addr <= ADDR_TORQUE < addr + len(data):
+        if self.events is None:
+            return
+        if addr <= ADDR_TORQUE < addr + len(data):
             with self.events.open("a") as f:
                 f.write(f"torque {servo.id} {data[ADDR_TORQUE - addr]}\n")
+        if addr <= ADDR_GOAL_POS and ADDR_GOAL_POS + 1 < addr + len(data):
+            value = int.from_bytes(data[ADDR_GOAL_POS - addr : ADDR_GOAL_POS - addr + 2], "little")
+            with self.events.open("a") as f:  # sign-magnitude, sign bit 15
+                f.write(f"goal {servo.id} {-(value & 0x7FFF) if value & 0x8000 else value}\n")
 
 
 def parse_packets(buf: bytearray):
@@ -191,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--link", type=Path, required=True, help="symlink to create, pointing at the serial port")
     p.add_argument("--calibration-dir", type=Path, required=True)
     p.add_argument("--robot-id", required=True)
-    p.add_argument("--events", type=Path, help="append torque writes here")
+    p.add_argument("--events", type=Path, help="append torque and goal position writes here")
     p.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     a = p.parse_args(argv)
     try:
