@@ -46,22 +46,28 @@ class Target:
 def open_target(path: Path) -> Target:
     """Read what DATASET_DIR holds. Raises TargetError if it is something we must not touch."""
     recover(path)
-    if not path.exists():
-        return Target(path)
-    if not path.is_dir():
-        raise TargetError(f"{path} is a file, not a dataset folder")
+    refuse_unusable(path)
     info_file = path / "meta" / "info.json"
-    if not info_file.exists():
-        if any(path.iterdir()):
-            raise TargetError(f"{path} exists and is not a LeRobot dataset; give a new or empty folder")
+    if not info_file.exists():  # none yet, or an empty folder
         return Target(path)
     info = json.loads(info_file.read_text())
-    meta_file = path / SLARM_META
-    if not meta_file.exists():
-        raise TargetError(f"{path} is a LeRobot dataset not made by slarm-convert; append only to slarm datasets")
-    meta = json.loads(meta_file.read_text())
+    meta = json.loads((path / SLARM_META).read_text())
     settings = {"joint_units": "rad", **meta.get("settings", {})}  # datasets made before --joint-units: radians
     return Target(path, True, info, settings, meta.get("episodes", []))
+
+
+def refuse_unusable(path: Path) -> None:
+    """Raises TargetError if DATASET_DIR is something we must not touch: a file, a folder that
+    holds something else, a LeRobot dataset that slarm-convert did not make."""
+    if path.is_file():
+        raise TargetError(f"{path} is a file, not a dataset folder")
+    if not path.is_dir():
+        return
+    if not (path / "meta" / "info.json").exists():
+        if any(path.iterdir()):
+            raise TargetError(f"{path} exists and is not a LeRobot dataset; give a new or empty folder")
+    elif not (path / SLARM_META).exists():
+        raise TargetError(f"{path} is a LeRobot dataset not made by slarm-convert; append only to slarm datasets")
 
 
 def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> None:
@@ -104,6 +110,7 @@ def claim(target: Path) -> None:
     key = target.resolve()
     if key in _held:  # a run before, in this process (main() called in-process)
         return
+    refuse_unusable(target)  # before the lock file: a refused DATASET_DIR gets nothing beside it
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(target.parent / f".{target.name}.slarm-convert-lock")

@@ -655,6 +655,10 @@ def test_bad_arguments_get_one_clear_message(raw, tmp_path):
     r = convert(raw, tmp_path / "notes")
     assert r.returncode == 2 and "is not a LeRobot dataset" in r.stderr
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    r = convert(raw, tmp_path / "notes" / "todo.txt")
+    assert r.returncode == 2 and "todo.txt is a file, not a dataset folder" in r.stderr
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"], "nothing left beside it"
+    assert not list(tmp_path.glob(".notes*")), "nothing left beside it"
     r = convert(raw, tmp_path / "notes" / "todo.txt" / "ds")
     assert r.returncode == 2 and f"{tmp_path / 'notes' / 'todo.txt'} is a file, not a folder" in r.stderr, r.stdout
     (tmp_path / "mine").mkdir()
