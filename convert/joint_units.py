@@ -38,7 +38,11 @@ def why_not(src: Source, units: str) -> str | None:
                 "is for SO-101 episodes, leave it out for this robot")
     missing = [n for n in JOINT_NAMES if not {"drive_mode", "range_min", "range_max"} <= set(src.calibration.get(n, {}))]
     if missing:
-        return f"{src.path} does not hold the arm's calibration of {', '.join(missing)}, which LeRobot's units need"
+        return (f"{src.path} does not hold the arm's calibration of {', '.join(missing)}, which LeRobot's units are "
+                "taken from; convert it without --joint-units lerobot")
+    if empty := [n for n in JOINT_NAMES if src.calibration[n]["range_min"] == src.calibration[n]["range_max"]]:
+        return (f"{src.path} was recorded with a calibration that gives {', '.join(empty)} no range (range_min = "
+                "range_max), which LeRobot's units are taken from; convert it without --joint-units lerobot")
     return None
 
 
