@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from capture.episode_file import open_episode
 from capture.sim import DeviceProcess
 from capture.sim.camera_server import barcode_value
 from convert.timeline import grid_rows
-from test_convert import convert, one_episode_dataset
+from test_convert import convert, load, one_episode_dataset
 
 
 def test_every_frame_reaches_training_as_smolvla_asks_for_it(raw, tmp_path):
@@ -135,3 +136,29 @@ def test_lerobot_replays_the_dataset_on_the_arm_in_its_units(raw, tmp_path):
     assert goals.shape == ticks.shape, "each frame's action, to every motor"
     assert np.abs(goals - ticks).max() <= 1, np.abs(goals - ticks).max(axis=0)
     assert np.ptp(goals, axis=0).min() > 20, "every motor is sent along the episode"
+
+
+def test_a_dataset_in_the_cameras_aspect_reaches_smolvla_as_the_camera_does_at_rollout(raw, tmp_path):
+    """At rollout LeRobot hands the policy each camera's frame as it comes (1920x1080 here), and
+    SmolVLA letterboxes every image into 512x512 (LeRobot's resize_with_pad, black on the top). An
+    image converted at the camera's aspect ratio (--size 512x288) reaches the model as the camera
+    frame then does; one stretched to 256x256 (the default) fills the square with a squashed scene."""
+    import torch
+    from lerobot.policies.common.vla_utils import resize_with_pad
+
+    with open_episode(sorted(raw.glob("*.h5"))[0]) as ep:
+        assert (ep.cameras["wrist"].width, ep.cameras["wrist"].height) == (1920, 1080)
+        frame = cv2.cvtColor(cv2.imdecode(np.asarray(ep.frame("wrist", 10)), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def to_smolvla(image: torch.Tensor) -> torch.Tensor:  # (3, H, W) in [0, 1], as the model gets it
+        return resize_with_pad(image[None].float(), 512, 512, pad_value=0)[0]
+
+    at_rollout = to_smolvla(torch.from_numpy(frame).permute(2, 0, 1) / 255)
+    differs = {}
+    for size in ("512x288", "256x256"):
+        out = tmp_path / size
+        assert convert(raw, out, "--size", size).returncode == 0
+        in_training = to_smolvla(load(out)[10]["observation.images.wrist"])
+        differs[size] = (in_training - at_rollout).abs().mean().item()
+    assert differs["512x288"] < 0.03, differs
+    assert differs["256x256"] > 0.1, differs
