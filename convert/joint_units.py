@@ -54,12 +54,12 @@ def convert(state: np.ndarray, src: Source, units: str) -> np.ndarray:
     for j, name in enumerate(JOINT_NAMES):
         cal = src.calibration[name]
         sign = -1.0 if cal["drive_mode"] else 1.0  # slarm-capture's radians turn with the drive mode
-        ticks_from_mid = state[:, j].astype(np.float64) * sign * (TICKS_PER_TURN - 1) / (2 * math.pi)
+        unturned = state[:, j].astype(np.float64) * sign
         if name != GRIPPER:
-            out[:, j] = ticks_from_mid * 360 / (TICKS_PER_TURN - 1)
+            out[:, j] = np.degrees(unturned)
             continue
         lo, hi = cal["range_min"], cal["range_max"]
-        ticks = np.clip((lo + hi) / 2 + ticks_from_mid, lo, hi)
+        ticks = np.clip((lo + hi) / 2 + unturned * (TICKS_PER_TURN - 1) / (2 * math.pi), lo, hi)
         percent = (ticks - lo) / (hi - lo) * 100
         out[:, j] = 100 - percent if cal["drive_mode"] else percent
     return out.astype(np.float32)

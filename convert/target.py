@@ -21,7 +21,6 @@ from pathlib import Path
 from capture.processes import hold_lock
 
 SLARM_META = "meta/slarm.json"
-JOINTS = ("observation.state", "action")
 WORK_PREFIX = ".slarm-work-"
 _held = {}  # dataset folder -> its lock file, open while this process lives (claim)
 
@@ -79,12 +78,12 @@ def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> N
         problems.append(f"format {target.info.get('codebase_version')} vs {settings['format']}")
     if target.info.get("fps") != fps:
         problems.append(f"fps {target.info.get('fps')} vs {fps}")
-    for key in settings:
-        if key != "format" and target.settings.get(key) != settings.get(key):
-            problems.append(f"{key} {target.settings.get(key)} vs {settings.get(key)}")
+    differ = [f"{key} {target.settings.get(key)} vs {settings.get(key)}" for key in settings
+              if key != "format" and target.settings.get(key) != settings.get(key)]
+    problems += differ
     theirs, ours = _recorded_features(target.info["features"]), _recorded_features(feats)
-    for key in sorted(set(theirs) | set(ours)):
-        if theirs.get(key) != ours.get(key):
+    for key in sorted(set(theirs) | set(ours)) if not differ else []:  # else the features follow from the settings
+        if theirs.get(key) != ours.get(key):  # (image size, the joints' names): said once, as settings
             problems.append(f"feature {key}: {theirs.get(key)} vs {ours.get(key)}")
     if problems:
         raise TargetError(
@@ -94,12 +93,9 @@ def check_compatible(target: Target, fps: int, feats: dict, settings: dict) -> N
 
 
 def _recorded_features(feats: dict) -> dict:
-    """Shape and names of state, action and cameras (not LeRobot's index columns). The joints'
-    names without the ".pos" of LeRobot's units: a difference of units is said once, as such."""
-    def names(key: str, ft: dict):
-        return [n.removesuffix(".pos") for n in ft.get("names") or []] if key in JOINTS else ft.get("names")
-
-    return {k: (tuple(v["shape"]), names(k, v)) for k, v in feats.items() if k.startswith(("observation.", "action"))}
+    """Shape and names of state, action and cameras (not LeRobot's index columns)."""
+    return {k: (tuple(v["shape"]), v.get("names")) for k, v in feats.items()
+            if k.startswith(("observation.", "action"))}
 
 
 def claim(target: Path) -> None:

@@ -191,6 +191,14 @@ def lerobot_so101(calibration: dict, folder: Path):
     return SOFollower(SOFollowerRobotConfig(port="/dev/null", id="arm", calibration_dir=folder))
 
 
+def motor_ticks(calibration: dict, radians: np.ndarray) -> np.ndarray:
+    """(T, 6) SO-101 radians -> the motor positions (raw ticks, unrounded) they were read from."""
+    names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    mid = np.array([(calibration[m]["range_min"] + calibration[m]["range_max"]) / 2 for m in names])
+    sign = np.array([-1 if calibration[m]["drive_mode"] else 1 for m in names])
+    return mid + radians.astype(np.float64) * sign * 4095 / (2 * np.pi)
+
+
 def test_lerobot_joint_units_are_what_lerobots_so101_follower_reads(raw, tmp_path):
     """--joint-units lerobot: each frame's state is what LeRobot's so101_follower reads at the
     motor positions recorded, from the episode's own calibration (the second one's elbow motor
@@ -205,14 +213,12 @@ def test_lerobot_joint_units_are_what_lerobots_so101_follower_reads(raw, tmp_pat
     np.testing.assert_array_equal(column(ds, "action"), state)
     for e, path in enumerate(sorted(raw.glob("*.h5"))):
         with open_episode(path) as ep:
-            cal, recorded = ep.attrs["calibration"], ep.state.astype(np.float64)
+            cal, recorded = ep.attrs["calibration"], ep.state
         robot = lerobot_so101(cal, tmp_path / f"calibration-{e}")
         assert ds.features["action"]["names"] == list(robot.action_features)
         assert ds.features["observation.state"]["names"] == list(robot.action_features)
         motors = list(robot.bus.motors)
-        mid = np.array([(cal[m]["range_min"] + cal[m]["range_max"]) / 2 for m in motors])
-        sign = np.array([-1 if cal[m]["drive_mode"] else 1 for m in motors])
-        ticks = mid + recorded * sign * 4095 / (2 * np.pi)  # the motor positions read while recording
+        ticks = motor_ticks(cal, recorded)  # the motor positions read while recording
         assert np.abs(ticks - ticks.round()).max() < 0.01
         reads = [robot.bus._normalize({robot.bus.motors[m].id: int(t) for m, t in zip(motors, row)})
                  for row in ticks.round()]

@@ -16,7 +16,7 @@ from capture.episode_file import open_episode
 from capture.sim import DeviceProcess
 from capture.sim.camera_server import barcode_value
 from convert.timeline import grid_rows
-from test_convert import convert, load, one_episode_dataset
+from test_convert import convert, load, motor_ticks, one_episode_dataset
 
 
 def test_every_frame_reaches_training_as_smolvla_asks_for_it(raw, tmp_path):
@@ -129,10 +129,7 @@ def test_lerobot_replays_the_dataset_on_the_arm_in_its_units(raw, tmp_path):
 
     goals = np.array([int(w.split()[2]) for w in events.read_text().splitlines() if w.startswith("goal")]).reshape(-1, 6)
     with open_episode(sorted(raw.glob("*.h5"))[0]) as ep:
-        cal, recorded = ep.attrs["calibration"], ep.state[grid_rows(ep.tick_index)[0]].astype(np.float64)
-    names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
-    mid = np.array([(cal[n]["range_min"] + cal[n]["range_max"]) / 2 for n in names])
-    ticks = (mid + recorded * 4095 / (2 * np.pi)).round()  # where each motor was, frame by frame
+        ticks = motor_ticks(ep.attrs["calibration"], ep.state[grid_rows(ep.tick_index)[0]]).round()  # frame by frame
     assert goals.shape == ticks.shape, "each frame's action, to every motor"
     assert np.abs(goals - ticks).max() <= 1, np.abs(goals - ticks).max(axis=0)
     assert np.ptp(goals, axis=0).min() > 20, "every motor is sent along the episode"
