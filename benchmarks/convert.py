@@ -45,7 +45,7 @@ NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_rol
 
 def make_raw(folder: Path, episodes: int, frames: int, fps: int = 30, camera_fps: int = 30) -> None:
     """Episodes of `frames` ticks at `fps`, from a camera giving `camera_fps` new frames a second
-    (below fps: a tick without a new frame stores the one before again, as slarm-capture does)."""
+    (below fps: a tick without a new frame shows the one before again, as in slarm-capture's files)."""
     jpegs = encoded_frames(1920, 1080)
     folder.mkdir(parents=True)
     for e in range(episodes):

@@ -1,11 +1,12 @@
 """The raw episode file: one HDF5 file per episode, the contract between capture and convert.
 
-Layout (docs/raw-format.md, format_version 1):
+Layout (docs/raw-format.md, format_version 2):
 
     /timestamp            (T,) float64   seconds since the episode's first tick (monotonic clock)
     /tick_index           (T,) int64     tick number since the first tick; a gap is a missed tick
     /state                (T, D) float32 attrs: names, units, lower_limits, upper_limits
-    /cameras/<name>/frames        (T,) vlen uint8 (JPEG bytes as delivered) or (T, H, W, 3) uint8 RGB
+    /cameras/<name>/frames        (T,) vlen uint8 (JPEG bytes as delivered; none for a tick the camera
+                                  gave no new frame: it shows the row before's) or (T, H, W, 3) uint8 RGB
     /cameras/<name>/capture_time  (T,) float64 the frame's capture time, same clock as /timestamp
     /cameras/<name>/frame_seq     (T,) int64   the camera's frame number (equal in two ticks: same frame)
     attrs on /cameras/<name>: width, height, fps, encoding, source, device, model, serial, port
@@ -32,10 +33,12 @@ import numpy as np
 from .device_identity import Identity
 from .device_identity import from_attrs as identity_from_attrs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)  # format 1: a repeated JPEG frame is stored again at every tick that got it
 SUFFIX = ".h5"
 PARTIAL_SUFFIX = ".h5.partial"
 _GROW = 256  # rows added at a time
+_NO_BYTES = np.zeros(0, np.uint8)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class EpisodeWriter:
         self.cameras = cameras
         self.frames_written = 0
         self.repeated_frames = {cam.name: 0 for cam in cameras}  # ticks that got the frame of the tick before
-        self._last_seq: dict[str, int] = {}
+        self._last_frame: dict = {}  # camera name -> the Frame of the last tick written
         self.first_tick: Tick | None = None
         self.last_tick: Tick | None = None
         self.ticks_put = 0
@@ -224,12 +227,18 @@ class EpisodeWriter:
         f["state"][row] = tick.state
         for cam in self.cameras:
             g, frame = f["cameras"][cam.name], tick.frames[cam.name]
-            g["frames"][row] = np.frombuffer(frame.data, np.uint8) if cam.encoding == "jpeg" else frame.data
+            last = self._last_frame.get(cam.name)
+            repeated = last is not None and frame.seq == last.seq
+            if cam.encoding != "jpeg":
+                g["frames"][row] = frame.data
+            elif repeated and frame.data is last.data:  # the camera had no new frame: its bytes are in the row before
+                g["frames"][row] = _NO_BYTES
+            else:
+                g["frames"][row] = np.frombuffer(frame.data, np.uint8)
             g["capture_time"][row] = frame.time - t0
             g["frame_seq"][row] = frame.seq
-            if self._last_seq.get(cam.name) == frame.seq:
-                self.repeated_frames[cam.name] += 1
-            self._last_seq[cam.name] = frame.seq
+            self.repeated_frames[cam.name] += repeated
+            self._last_frame[cam.name] = frame
         self.frames_written = row + 1
         return row + 1
 
@@ -306,6 +315,11 @@ class RawEpisode:
     def frame_count(self) -> int:
         return len(self.timestamp)
 
+    @property
+    def stores_repeats_once(self) -> bool:
+        """Format 2 on: a tick the camera gave no new frame stores no JPEG bytes (it shows the row before's)."""
+        return self.attrs["format_version"] >= 2
+
     def frame(self, camera: str, i: int) -> np.ndarray:
         """Frame i of a camera: the JPEG's bytes as a 1-D uint8 array, or an (H, W, 3) RGB array.
         A JPEG is a read-only view of the file's pages where its place in the file is known (no copy)."""
@@ -313,10 +327,14 @@ class RawEpisode:
         if cam.encoding == "jpeg" and camera not in self._spans:
             self._spans[camera] = self._locate_jpegs(cam)
         spans = self._spans.get(camera)
-        if spans is None:
-            return cam.frames[i]
-        start, size = spans[i]
-        return self._pages[start : start + size]
+        if spans is not None:
+            start, size = spans[i]
+            return self._pages[start : start + size]
+        data = cam.frames[i]
+        while cam.encoding == "jpeg" and not len(data) and i > 0 and self.stores_repeats_once:
+            i -= 1  # a repeated frame: its bytes are in the nearest row before that has them
+            data = cam.frames[i]
+        return data
 
     def _locate_jpegs(self, cam: RawCamera) -> np.ndarray | None:
         """Where the camera's JPEGs lie in the file (_jpeg_spans), mapping the file once. None, and
@@ -326,7 +344,8 @@ class RawEpisode:
             if self._pages is None:
                 with open(self.path, "rb") as fh:
                     self._pages = np.frombuffer(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
-            return _jpeg_spans(self._file, cam.frames, self._pages)
+            spans = _jpeg_spans(self._file, cam.frames, self._pages)
+            return _stored_once(spans) if spans is not None and self.stores_repeats_once else spans
         except Exception:  # no mmap here, an unallocated chunk, ...: h5py reads it, or says what is wrong
             return None
 
@@ -356,8 +375,10 @@ def open_episode(path: Path) -> RawEpisode:
     try:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         version = attrs.get("format_version")
-        if version != FORMAT_VERSION:
-            raise RawFormatError(f"{path.name}: raw format version {version!r}, this slarm reads {FORMAT_VERSION}")
+        if version not in READS:
+            newer = "; a newer slarm wrote it: update slarm" if isinstance(version, int) and version > max(READS) else ""
+            raise RawFormatError(f"{path.name}: raw format version {version!r}, this slarm reads "
+                                 f"{' and '.join(map(str, READS))}{newer}")
         for k in ("calibration", "software"):
             if isinstance(attrs.get(k), str):
                 attrs[k] = json.loads(attrs[k])
@@ -429,13 +450,21 @@ def _jpeg_spans(f: h5py.File, frames: h5py.Dataset, pages: np.ndarray) -> np.nda
     n, per_chunk = len(frames), frames.chunks[0]
     ids = np.concatenate([np.frombuffer(frames.id.read_direct_chunk((c,))[1], _HEAP_ID)
                           for c in range(0, n, per_chunk)])[:n]
-    spans = np.empty((n, 2), np.int64)
+    spans = np.zeros((n, 2), np.int64)
     for i, (size, collection, index) in enumerate(ids.tolist()):
+        if size == 0:  # no bytes (a repeated frame), no heap object
+            continue
         start = _heap_object(pages, collection, index, size)
         if start is None:
             return None
         spans[i] = start, size
     return spans
+
+
+def _stored_once(spans: np.ndarray) -> np.ndarray:
+    """Each row without bytes (a repeated frame, format 2) given the span of the nearest row before it with bytes."""
+    rows = np.arange(len(spans))
+    return spans[np.maximum.accumulate(np.where(spans[:, 1] > 0, rows, 0))]
 
 
 def _heap_object(pages: np.ndarray, collection: int, index: int, size: int) -> int | None:

@@ -260,7 +260,7 @@ class Session:
         )
         for cam, gave, asked in self._slow_cameras(episode):
             self.out.warning(
-                f"{cam.label} gave {gave:.0f} new frames/s, not {asked}; a tick without a new frame stores "
+                f"{cam.label} gave {gave:.0f} new frames/s, not {asked}; a tick without a new frame shows "
                 "the one before again. USB cameras on auto exposure slow down in dim light: add light, or choose "
                 f"a mode with {asked} fps (v4l2-ctl --list-formats-ext), or set this camera's \"fps\" to a rate "
                 "it can hold")

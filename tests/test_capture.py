@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 
 from capture.cameras import CameraError, Frame
-from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, Tick, open_episode
+from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, RawFormatError, Tick, open_episode
 from capture.mjpeg import without_huffman_tables
 from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
 from conftest import (RECALIBRATED, ROOT, capture, device_pids, episodes_dir, on_small_disk, recalibrate, spawn_capture,
@@ -71,19 +72,30 @@ def check_episode(path: Path, fps: int = 30) -> None:
 
 
 def assert_frames_read_from_the_file(ep) -> None:
-    """Every JPEG is read straight from the file's pages (no copy) and is exactly what HDF5 stores."""
+    """Every JPEG is read straight from the file's pages (no copy) and is exactly what HDF5 stores;
+    a tick that got the frame of the tick before (format 2: no bytes of its own) reads that frame."""
     for name, cam in ep.cameras.items():
-        assert all(np.array_equal(ep.frame(name, i), cam.frames[i]) for i in range(ep.frame_count)), "h5py reads the same"
+        stored = [i for i in range(ep.frame_count) if len(cam.frames[i])]
+        assert stored[0] == 0 and all(cam.frame_seq[i] == cam.frame_seq[i - 1] for i in range(ep.frame_count)
+                                      if i not in stored), "only a tick with the frame of the tick before has no bytes"
+        shows = np.maximum.accumulate(np.isin(np.arange(ep.frame_count), stored) * np.arange(ep.frame_count))
+        assert all(np.array_equal(ep.frame(name, i), cam.frames[shows[i]]) for i in range(ep.frame_count)), \
+            "h5py reads the same"
         assert ep._spans[name] is not None, "JPEGs located in the file, not copied out through h5py"
+
+
+def small_and_large_camera_writer(path: Path) -> EpisodeWriter:
+    """An episode of a 64x48 camera ("wrist") and a 1920x1080 one ("top"), for ticks put by hand."""
+    return EpisodeWriter(path, attrs={"fps": 30, "task": "t", "robot_type": "so101", "episode_uuid": "u"},
+                         state_names=["a"], state_attrs={"units": "rad"},
+                         cameras=[CameraInfo("wrist", 64, 48, 30, "jpeg", "test", "0"),
+                                  CameraInfo("top", 1920, 1080, 30, "jpeg", "test", "1")])
 
 
 def test_small_and_large_jpegs_read_back_exactly(tmp_path):
     """Small frames share one of HDF5's heap collections, large ones get their own: both read back."""
     path = tmp_path / "episode_000000.h5"
-    w = EpisodeWriter(path, attrs={"fps": 30, "task": "t", "robot_type": "so101", "episode_uuid": "u"},
-                      state_names=["a"], state_attrs={"units": "rad"},
-                      cameras=[CameraInfo("wrist", 64, 48, 30, "jpeg", "test", "0"),
-                               CameraInfo("top", 1920, 1080, 30, "jpeg", "test", "1")])
+    w = small_and_large_camera_writer(path)
     rng = np.random.default_rng(0)
     for k in range(40):
         small = cv2.imencode(".jpg", rng.integers(0, 255, (48, 64, 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 5 + 2 * k])[1]
@@ -94,6 +106,52 @@ def test_small_and_large_jpegs_read_back_exactly(tmp_path):
     with open_episode(path) as ep:
         assert ep.frame_count == 40
         assert_frames_read_from_the_file(ep)
+
+
+def test_a_frame_given_to_several_ticks_is_stored_once(tmp_path):
+    """A camera slower than the ticks gives several ticks one frame: the file holds its bytes once,
+    and every tick reads back its frame, through the file's pages and through h5py. A frame number
+    repeated with other bytes is stored as sent. Files of format 1, which stored a repeated frame
+    again at every tick, read the same; a newer format is refused with what to do."""
+    path = tmp_path / "episode_000000.h5"
+    w = small_and_large_camera_writer(path)
+    rng = np.random.default_rng(0)
+    jpeg = lambda h, w: cv2.imencode(".jpg", rng.integers(0, 255, (h, w, 3), np.uint8))[1].tobytes()  # noqa: E731
+    sent: dict[str, list[bytes]] = {"wrist": [], "top": []}
+    frames: dict[str, Frame] = {}
+    for k in range(40):
+        for name, seq, size in (("wrist", k // 3, (48, 64)), ("top", k // 2, (1080, 1920))):
+            if name not in frames or frames[name].seq != seq or (name, k) == ("top", 21):  # 21: same number, new bytes
+                frames[name] = Frame(jpeg(*size), seq, k / 30)
+            sent[name].append(frames[name].data)
+        w.put(Tick(k, k / 30, np.zeros(1, np.float32), dict(frames)))
+    w.save()
+
+    def reads_back(ep) -> None:
+        assert ep.frame_count == 40
+        assert_frames_read_from_the_file(ep)
+        for name in sent:
+            assert [ep.frame(name, i).tobytes() for i in range(40)] == sent[name]
+            ep._spans[name] = None  # through h5py
+            assert [ep.frame(name, i).tobytes() for i in range(40)] == sent[name]
+
+    with open_episode(path) as ep:
+        reads_back(ep)
+        for name, distinct in (("wrist", 14), ("top", 21)):
+            stored = sum(len(ep.cameras[name].frames[i]) for i in range(40))
+            assert stored == sum(map(len, dict.fromkeys(sent[name]))) and len(dict.fromkeys(sent[name])) == distinct
+    with h5py.File(path, "r+") as f:  # as format 1 stored it
+        f.attrs["format_version"] = 1
+        for name in sent:
+            for i, data in enumerate(sent[name]):
+                f[f"cameras/{name}/frames"][i] = np.frombuffer(data, np.uint8)
+    with open_episode(path) as ep:
+        reads_back(ep)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 3
+    with pytest.raises(RawFormatError, match="raw format version 3, this slarm reads 1 and 2; a newer slarm wrote it: "
+                                             "update slarm"):
+        open_episode(path)
 
 
 def test_keys_record_two_episodes_and_discard_one(config):
@@ -567,7 +625,7 @@ def test_camera_slower_than_asked_is_reported_while_recording_and_at_save(config
     assert int(p.match.group(1)) < 24
     after_episode_0 = p.before
     p.expect(r"saved episode 1: \d+ frames")
-    p.expect(r"warning: camera 'wrist' gave (\d+) new frames/s, not 30; a tick without a new frame stores the one "
+    p.expect(r"warning: camera 'wrist' gave (\d+) new frames/s, not 30; a tick without a new frame shows the one "
              r"before again\. USB cameras on auto exposure slow down in dim light: add light, or choose a mode with "
              r"30 fps \(v4l2-ctl --list-formats-ext\)")
     assert 12 <= int(p.match.group(1)) <= 19
@@ -580,6 +638,10 @@ def test_camera_slower_than_asked_is_reported_while_recording_and_at_save(config
     with open_episode(files[0]) as ep0, open_episode(files[1]) as ep1:
         repeats = [int(np.count_nonzero(np.diff(ep.cameras["wrist"].frame_seq) == 0)) for ep in (ep0, ep1)]
         assert repeats[0] < ep0.frame_count // 5 and repeats[1] >= ep1.frame_count // 3, repeats
+        new = np.flatnonzero(np.r_[True, np.diff(ep1.cameras["wrist"].frame_seq) != 0])
+        sent = sum(len(ep1.frame("wrist", i)) for i in new)
+        assert files[1].stat().st_size < 1.05 * sent + 2**20, "the file holds each frame the camera sent once"
+        assert_frames_read_from_the_file(ep1)
 
 
 def test_log_shows_when_a_camera_falls_behind(config):

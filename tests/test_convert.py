@@ -597,19 +597,25 @@ def test_broken_frames_are_replaced_and_an_episode_with_many_is_skipped(raw, tmp
     assert tree_digest(tmp_path / "ds") == before
 
 
-@pytest.mark.parametrize("decoder", ["opencv", "torch"])
-def test_a_frame_the_camera_gave_to_several_ticks_is_decoded_once(raw, monkeypatch, decoder):
+@pytest.mark.parametrize("decoder,raw_format", [("opencv", 2), ("opencv", 1), ("torch", 2)])
+def test_a_frame_the_camera_gave_to_several_ticks_is_decoded_once(raw, monkeypatch, decoder, raw_format):
     """A camera slower than the ticks (auto exposure in dim light, a 15 fps camera in a 30 fps
     recording) gives consecutive ticks the same frame: it is decoded once for all of them, and
     every tick still shows its own frame. A frame number repeated with other bytes is no repeat.
-    Both decoding paths: OpenCV's, and torch's (the --device cuda code, run here on the CPU)."""
+    Both decoding paths: OpenCV's, and torch's (the --device cuda code, run here on the CPU); files
+    of raw format 2 (the frame's bytes at its first tick only) and 1 (at every tick)."""
     file = sorted(raw.glob("*.h5"))[0]
+    with open_episode(file) as ep:
+        jpegs = [ep.frame("wrist", i).copy() for i in range(ep.frame_count)]
     with h5py.File(file, "r+") as f:
         frames, seq = f["cameras/wrist/frames"], f["cameras/wrist/frame_seq"]
+        f.attrs["format_version"] = raw_format
         sent = seq[:]  # the frame number each row's bytes show (as a barcode, modulo 128)
+        for i in range(len(jpegs)):
+            frames[i] = jpegs[i]
         for i in range(1, 40, 2):  # rows 1, 3, ..., 39: the camera had no new frame
-            frames[i], seq[i], sent[i] = frames[i - 1], seq[i - 1], sent[i - 1]
-        frames[41], seq[41], sent[41] = frames[44], seq[40], sent[44]  # the number of frame 40, other bytes
+            frames[i], seq[i], sent[i] = jpegs[i - 1] if raw_format == 1 else np.zeros(0, np.uint8), seq[i - 1], sent[i - 1]
+        frames[41], seq[41], sent[41] = jpegs[44], seq[40], sent[44]  # the number of frame 40, other bytes
     decodes = []
     name = "_decode_bgr" if decoder == "opencv" else "_torch_images"
     decode = getattr(sys.modules["convert.frames"], name)
