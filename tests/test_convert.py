@@ -27,7 +27,7 @@ from convert.frames import to_image, training_images, training_images_torch
 from convert.settings import Settings
 from convert.stats import ImageHistogram, image_stats, sample_indices
 from convert.timeline import grid_rows
-from convert.workers import usable_cores
+from convert.workers import WORKER_NICENESS, usable_cores
 
 
 def convert(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -438,6 +438,40 @@ def test_workers_default_to_the_cores_it_may_use(raw, tmp_path):
     output = proc.communicate(timeout=120)[0]
     assert len(workers) == 1, f"{len(workers)} workers on one core"
     assert proc.returncode == 0 and "done: 2 episodes added" in output, output
+
+
+def test_workers_run_below_the_process_that_writes_the_dataset(raw, tmp_path):
+    """Every episode waits for slarm-convert's own process (it imports LeRobot while the first
+    episodes are prepared, then writes each one): every thread of every worker, the video
+    encoder's included, runs at a lower priority than it, which keeps its own."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(tmp_path / "ds"), "--workers", "2"],
+                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    seen: dict[tuple[int, int], int] = {}  # (worker, thread) -> its nice value
+    main: set[int] = set()
+    while proc.poll() is None:
+        main |= set(thread_nice(proc.pid).values())
+        for worker in children(proc.pid):
+            seen |= {(worker, tid): nice for tid, nice in thread_nice(worker).items()}
+        time.sleep(0.005)
+    output = proc.communicate()[0]
+    assert proc.returncode == 0 and "done: 2 episodes added" in output, output
+    threads = {w: sum(1 for ww, _ in seen if ww == w) for w, _ in seen}
+    assert len(threads) == 2 and max(threads.values()) >= 10, f"workers and their threads seen: {threads}"
+    assert set(seen.values()) == {min(19, own + WORKER_NICENESS)}, seen
+    assert main == {own}
+
+
+def thread_nice(pid: int) -> dict[int, int]:
+    """The nice value of each thread of process `pid` (Linux /proc; {} once it has ended)."""
+    found = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            found[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
 
 
 @pytest.mark.parametrize("limited, unlimited", [
