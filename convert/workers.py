@@ -101,8 +101,8 @@ def _in_order(futures):
 
 
 _stopping = None  # in a worker: the event slarm-convert sets when it gives up on the run
-# Added to a worker's nice value (its threads', the encoder's included): a core that the main
-# process wants is its, not a worker's (2 x 150 frames on 2 cores: 5.2 s instead of 6.4 s, README)
+# Added to a worker's nice value (the threads it starts inherit it, the encoder's included): a
+# core that the main process wants is its, not a worker's (README, Figures: small conversions)
 WORKER_NICENESS = 10
 
 
@@ -111,8 +111,7 @@ def _start_worker(parent: int, stopping, threads: int) -> None:
     would wait for work forever), and know when to stop early. A Ctrl-C (or a SIGTERM to the
     process group) reaches every worker too: slarm-convert, not each worker, decides what it
     means. OpenCV gets the worker's share of the cores: its own pool of one thread per core
-    would compete with the other workers. The worker yields the CPU to slarm-convert's own
-    process (and to other programs): WORKER_NICENESS."""
+    would compete with the other workers."""
     global _stopping
     if hasattr(os, "nice"):  # not on Windows. First: the threads started from now on inherit it
         os.nice(WORKER_NICENESS)

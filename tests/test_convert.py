@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import av
@@ -47,14 +48,16 @@ def column(ds, key: str) -> np.ndarray:
 
 def children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            pass
-    return found
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if stat_field(stat, 4) == pid]
+
+
+def stat_field(stat: Path, field: int) -> int | None:
+    """Field `field` (numbered as in proc(5): 4 ppid, 19 nice) of a /proc stat file; None once
+    the process or thread has ended."""
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[field - 3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def tree_digest(root: Path) -> str:
@@ -457,7 +460,7 @@ def test_workers_run_below_the_process_that_writes_the_dataset(raw, tmp_path):
         time.sleep(0.005)
     output = proc.communicate()[0]
     assert proc.returncode == 0 and "done: 2 episodes added" in output, output
-    threads = {w: sum(1 for ww, _ in seen if ww == w) for w, _ in seen}
+    threads = Counter(worker for worker, _ in seen)
     assert len(threads) == 2 and max(threads.values()) >= 10, f"workers and their threads seen: {threads}"
     assert set(seen.values()) == {min(19, own + WORKER_NICENESS)}, seen
     assert main == {own}
@@ -465,13 +468,8 @@ def test_workers_run_below_the_process_that_writes_the_dataset(raw, tmp_path):
 
 def thread_nice(pid: int) -> dict[int, int]:
     """The nice value of each thread of process `pid` (Linux /proc; {} once it has ended)."""
-    found = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            found[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[16])
-        except (OSError, IndexError, ValueError):
-            pass
-    return found
+    nice = {int(stat.parent.name): stat_field(stat, 19) for stat in Path(f"/proc/{pid}/task").glob("*/stat")}
+    return {tid: n for tid, n in nice.items() if n is not None}
 
 
 @pytest.mark.parametrize("limited, unlimited", [
