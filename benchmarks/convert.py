@@ -14,19 +14,24 @@ wait for real-time capture. Then, on the same episodes:
   save_episode, one process (LeRobot writes PNG images, then encodes the video).
 Each is run --repeat times (default 2), alternately, each run a fresh process, on the same
 files; this machine's timings vary by 10 % or more from run to run, so every run is printed
-and the ratio is taken between the best run of each. Prints frames/s of both and their ratio. Asserts nothing.
+and the ratio is taken between the best run of each. Prints frames/s of both and their ratio,
+and for each best run its CPU time per frame (all its processes) and how many cores that kept
+busy on average: how much of the ratio is less work per frame, how much is more cores at work.
+Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -113,41 +118,60 @@ def main() -> None:
         n = a.episodes * a.frames
         mb = sum(p.stat().st_size for p in raw.glob("*.h5")) / 1e6
 
-        timings: dict[int, list[float]] = {int(w): [] for w in a.workers.split(",")}
-        plain: list[float] = []
+        timings: dict[int, list[Run]] = {int(w): [] for w in a.workers.split(",")}
+        plain: list[Run] = []
         for _ in range(a.repeat):
             for workers, runs in timings.items():
                 out = Path(tmp) / f"slarm-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
-                t = time.monotonic()
-                r = subprocess.run([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", str(workers),
-                                    "--device", a.device, "--codec", a.codec], cwd=ROOT, capture_output=True, text=True)
-                runs.append(time.monotonic() - t)
-                if r.returncode != 0:
-                    sys.exit(r.stdout + r.stderr)
+                runs.append(timed([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", str(workers),
+                                   "--device", a.device, "--codec", a.codec]))
             if not a.no_baseline:
                 out = Path(tmp) / "straightforward"
                 shutil.rmtree(out, ignore_errors=True)
-                t = time.monotonic()  # a fresh process too, which imports LeRobot as slarm-convert does
-                r = subprocess.run([sys.executable, __file__, "--straightforward", str(raw), str(out)],
-                                   capture_output=True, text=True)
-                plain.append(time.monotonic() - t)
-                if r.returncode != 0:
-                    sys.exit(r.stdout + r.stderr)
+                # a fresh process too, which imports LeRobot as slarm-convert does
+                plain.append(timed([sys.executable, __file__, "--straightforward", str(raw), str(out)]))
 
     print(f"convert benchmark: {a.episodes} episodes x {a.frames} frames of 1920x1080 JPEG "
           f"({mb / n * 1000:.0f} KB/frame, camera at {a.camera_fps} fps) -> 256x256 LeRobot v3.0 ({a.codec}), "
           f"{usable_cores()} cores, --device {a.device}")
-    for workers, secs in timings.items():
-        print(f"  slarm-convert      {n / min(secs):7.1f} frames/s  (best {min(secs):.1f} s of {_listed(secs)} s; workers = {workers})")
+    for workers, runs in timings.items():
+        print(f"  slarm-convert      {_figures(runs, n)}; workers = {workers})")
     if not a.no_baseline:
-        print(f"  straightforward    {n / min(plain):7.1f} frames/s  (best {min(plain):.1f} s of {_listed(plain)} s; "
-              "full decode + resize + add_frame, 1 process)")
-        print(f"  ratio              {min(plain) / min(min(s) for s in timings.values()):7.2f}x  (best runs)")
+        print(f"  straightforward    {_figures(plain, n)}; full decode + resize + add_frame, 1 process)")
+        plain_best, slarm_best = min(plain), min(min(r) for r in timings.values())
+        print(f"  ratio              {plain_best.wall / slarm_best.wall:7.2f}x  (best runs)")
+        print(f"  CPU per frame      {plain_best.cpu / slarm_best.cpu:7.2f}x less for slarm-convert, on "
+              f"{slarm_best.busy / plain_best.busy:.2f}x the cores busy (best runs)")
 
 
-def _listed(seconds: list[float]) -> str:
-    return ", ".join(f"{x:.1f}" for x in seconds)
+@dataclass(order=True)
+class Run:
+    wall: float  # seconds
+    cpu: float  # user + system seconds of the command's processes, its workers included
+
+    @property
+    def busy(self) -> float:
+        """The cores kept busy, on average."""
+        return self.cpu / self.wall
+
+
+def timed(command: list[str]) -> Run:
+    """Run a command from the project's folder; exits with its output if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.monotonic()
+    r = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall = time.monotonic() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # once reaped, a worker's CPU is its parent's
+    if r.returncode != 0:
+        sys.exit(r.stdout + r.stderr)
+    return Run(wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+
+def _figures(runs: list[Run], frames: int) -> str:
+    best = min(runs)
+    return (f"{frames / best.wall:7.1f} frames/s  (best {best.wall:.1f} s of {', '.join(f'{r.wall:.1f}' for r in runs)} s; "
+            f"CPU {best.cpu / frames * 1000:.1f} ms/frame, {best.busy:.2f} cores busy")
 
 
 if __name__ == "__main__":
