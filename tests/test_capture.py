@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from capture.cameras import CameraError, Frame
+from capture.cameras import STALE_AFTER_S, CameraError, Frame
 from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, RawFormatError, Tick, open_episode
 from capture.mjpeg import without_huffman_tables
 from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
@@ -59,7 +59,12 @@ def check_episode(path: Path, fps: int = 30) -> None:
         cam = ep.cameras["wrist"]
         assert (cam.width, cam.height, cam.encoding) == (1920, 1080, "jpeg")
         assert np.all(np.diff(cam.capture_time) >= 0)
-        assert np.all(np.abs(cam.capture_time - ep.timestamp) < 0.2), "each frame is the camera's latest"
+        # Each frame is the camera's latest (not one waiting in a queue): under two frame periods old.
+        # A busy CI machine can stall the camera for a moment too; never past the limit at which
+        # it counts as gone.
+        age = np.abs(cam.capture_time - ep.timestamp)
+        assert np.median(age) < 2 / fps and np.all(age < STALE_AFTER_S), np.quantile(age, [0.5, 1])
+        assert np.count_nonzero(age >= 0.2) <= max(1, n // 4), np.round(age[age >= 0.2], 2)
         rendered = encoded_frames(1920, 1080)
         for i in (0, n // 2, n - 1):
             jpg = ep.frame("wrist", i)
