@@ -10,6 +10,7 @@ the file, switch torque off, and from then on only read.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from .status import first_line
 JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 TICKS_PER_TURN = 4096
 READ_RETRIES = 2
+ANSWER_WITHIN_S = 1.0  # connecting: how long the servos may take to answer LeRobot's handshake
 ZERO_TOLERANCE_DEG = 0.5  # a joint's zero moved less than this between two calibrations is not reported
 
 
@@ -79,14 +81,7 @@ class SO101Arm:
         if others:
             raise ArmError(f"the arm's port {self.cfg.port} is open in another program: {'; '.join(others)}\n"
                            "Two programs on one servo bus take each other's replies: stop that one first.")
-        self.bus.port_handler.is_using = False  # a read cut off by a fault leaves the SDK's port marked busy
-        try:
-            self.bus.connect()
-        except Exception as e:  # LeRobot raises ConnectionError/RuntimeError with its own text
-            self._close_port()
-            raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {first_line(e)}\n"
-                           "Is it plugged in and powered? Find its port with: lerobot-find-port (on Linux the "
-                           "user needs access to it: group 'dialout')") from e
+        self._open_bus()
         try:
             calibrated = self.bus.is_calibrated
         except Exception as e:
@@ -109,6 +104,25 @@ class SO101Arm:
         except Exception as e:
             self.disconnect()
             raise ArmError(f"cannot switch the arm's torque off: {first_line(e)}") from e
+
+    def _open_bus(self) -> None:
+        """Open the port and pass LeRobot's handshake (every motor answers a ping, one firmware),
+        trying again for up to ANSWER_WITHIN_S: servos powered a moment ago, or a reply lost on the
+        bus, miss a handshake that the next one passes, and a port appears a moment after its USB
+        adapter is plugged in."""
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while True:
+            self.bus.port_handler.is_using = False  # a read cut off by a fault leaves the SDK's port marked busy
+            try:
+                self.bus.connect()
+                return
+            except Exception as e:  # LeRobot raises ConnectionError/RuntimeError with its own text
+                self._close_port()
+                if time.monotonic() >= deadline:
+                    raise ArmError(f"cannot connect to the arm on {self.cfg.port}: {first_line(e)}\n"
+                                   "Is it plugged in and powered? Find its port with: lerobot-find-port (on Linux "
+                                   "the user needs access to it: group 'dialout')") from e
+            time.sleep(0.1)
 
     def read(self) -> np.ndarray:
         """Joint positions in radians, zero at the middle of each calibrated range (LeRobot's convention)."""

@@ -158,7 +158,8 @@ def parse_packets(buf: bytearray):
         yield packet[2], packet[4], packet[5:-1]
 
 
-def serve(link: Path, calibration_dir: Path, robot_id: str, events: Path | None, parent_pid: int | None) -> None:
+def serve(link: Path, calibration_dir: Path, robot_id: str, events: Path | None, parent_pid: int | None,
+          silent_packets: int = 0) -> None:
     master, slave = os.openpty()
     tty.setraw(slave)
     slave_name = os.ttyname(slave)
@@ -187,6 +188,9 @@ def serve(link: Path, calibration_dir: Path, robot_id: str, events: Path | None,
             time.sleep(0.01)  # no reader on the other side yet
             continue
         for sid, inst, params in parse_packets(buf):
+            if silent_packets > 0:  # servos still powering up
+                silent_packets -= 1
+                continue
             reply = bus.handle(sid, inst, params)
             if reply:
                 os.write(master, reply)
@@ -200,9 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robot-id", required=True)
     p.add_argument("--events", type=Path, help="append torque and goal position writes here")
     p.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    p.add_argument("--silent-packets", type=int, default=0,
+                   help="answer none of the first N packets, as servos that are still powering up")
     a = p.parse_args(argv)
     try:
-        serve(a.link, a.calibration_dir, a.robot_id, a.events, a.parent_pid)
+        serve(a.link, a.calibration_dir, a.robot_id, a.events, a.parent_pid, a.silent_packets)
     except KeyboardInterrupt:
         pass
 
