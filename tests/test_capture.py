@@ -427,11 +427,9 @@ def test_servos_that_miss_the_first_handshake_are_connected_and_a_silent_arm_is_
     """Servos powered a moment before the port opens (or a reply lost on the bus) miss LeRobot's
     handshake once: the arm is tried again for up to ANSWER_WITHIN_S, then the message says what
     to check."""
-    from capture.sim.arm_server import calibration
+    from capture.sim import DeviceProcess
 
-    (tmp_path / "cal").mkdir()
-    (tmp_path / "cal" / "desk_arm.json").write_text(json.dumps(calibration()))
-    port = tmp_path / "ttyACM0"
+    port = tmp_path / "ttyACM0"  # the simulated arm writes its calibration into cal/
     path = write_config(tmp_path, robot={"id": "desk_arm", "port": str(port), "calibration_dir": str(tmp_path / "cal")})
     code = f"""
 from capture import config as C
@@ -446,17 +444,16 @@ arm.disconnect()
 """
     said = {}
     for silent in (6, 10**9):  # the six pings of one handshake; never a reply (powered off)
-        server = subprocess.Popen([sys.executable, "-m", "capture.sim.arm_server", "--link", str(port),
-                                   "--calibration-dir", str(tmp_path / "cal"), "--robot-id", "desk_arm",
-                                   "--silent-packets", str(silent)], stdout=subprocess.PIPE, cwd=ROOT)
+        arm = DeviceProcess("arm", ["capture.sim.arm_server", "--link", str(port), "--calibration-dir",
+                                    str(tmp_path / "cal"), "--robot-id", "desk_arm", "--silent-packets", str(silent)],
+                            tmp_path)
+        arm.ensure_running()
         try:
-            assert server.stdout.readline().startswith(b"ready")
             # in a process of its own: LeRobot's import starts threads, and later tests fork
             said[silent] = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                                           timeout=60).stdout
         finally:
-            server.kill()
-            server.wait()
+            arm.stop()
     assert said[6] == "joints 6\n", said[6]
     assert said[10**9].startswith(f"cannot connect to the arm on {port}: FeetechMotorsBus motor check failed"), said
     assert "Is it plugged in and powered?" in said[10**9]
