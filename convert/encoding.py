@@ -67,7 +67,9 @@ def check_codec(codec: str, width: int = 64, height: int = 64) -> None:
 
 
 class VideoWriter:
-    """One camera's frames of one episode -> an MP4 file. Frames are (H, W, 3) uint8 RGB."""
+    """One camera's frames of one episode -> an MP4 file. Frames are uint8 in rgb24, (H, W, 3),
+    or in yuv420p, (H * 3/2, W), the encoder's own layout, which it takes without a conversion
+    (frames.to_yuv420)."""
 
     def __init__(self, path: Path, fps: int, codec: str, threads: int | None):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,13 +78,14 @@ class VideoWriter:
         self.stream = None
         self.frames = 0
 
-    def add(self, image: np.ndarray) -> None:
+    def add(self, image: np.ndarray, layout: str = "rgb24") -> None:
         if self.stream is None:
             options = encoder_options(self.codec, self.threads)
             self.stream = self.container.add_stream(self.codec, self.fps, options=options)
-            self.stream.pix_fmt, self.stream.width, self.stream.height = PIX_FMT, image.shape[1], image.shape[0]
+            height = image.shape[0] * 2 // 3 if layout == "yuv420p" else image.shape[0]
+            self.stream.pix_fmt, self.stream.width, self.stream.height = PIX_FMT, image.shape[1], height
             self.stream.time_base = Fraction(1, self.fps)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(image, format=layout)
         frame.pts, frame.time_base = self.frames, Fraction(1, self.fps)
         self.container.mux(self.stream.encode(frame))
         if self.frames == 0:  # the encoder starts its threads on the first frame

@@ -17,7 +17,7 @@ from capture.episode_file import open_episode
 
 from . import joint_units
 from .encoding import VideoWriter
-from .frames import Undecodable, training_images
+from .frames import Undecodable, training_images, yuv420_to_rgb
 from .settings import Settings
 from .sources import Source
 from .stats import ImageHistogram
@@ -45,6 +45,9 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
     """Decode, resize and encode one raw episode into `folder`. Runs in a worker process, which
     checks `stopped` between frames."""
     cams = [name for name, _, _ in src.cameras]
+    # the encoder's own layout where it has one (even sides): fewer values to resize, no conversion
+    yuv = s.width % 2 == 0 and s.height % 2 == 0
+    layout, rgb = ("yuv420p", yuv420_to_rgb) if yuv else ("rgb24", None)
     with open_episode(src.path) as ep:
         rows, repeated = grid_rows(ep.tick_index)
         state = joint_units.convert(ep.state[rows].astype(np.float32), src, s.joint_units)
@@ -52,12 +55,12 @@ def prepare_episode(src: Source, folder: Path, s: Settings, encoder_threads: int
         histograms = {cam: ImageHistogram(len(rows)) for cam in cams}
         undecodable = Undecodable(ep.frame_count)
         try:
-            for images in training_images(ep, src.cameras, rows, s, undecodable):
+            for images in training_images(ep, src.cameras, rows, s, undecodable, layout):
                 if stopped():
                     raise Stopped()
                 for cam, image in images.items():
-                    writers[cam].add(image)
-                    histograms[cam].add(image)
+                    writers[cam].add(image, layout)
+                    histograms[cam].add(image, rgb)
             videos = {cam: w.close() for cam, w in writers.items()}
         except BaseException:
             for w in writers.values():

@@ -42,10 +42,11 @@ class ImageHistogram:
         self.frames = 0  # frames counted
         self.seen = 0
 
-    def add(self, image: np.ndarray) -> None:
-        """The next frame of the episode, (H, W, C) uint8."""
+    def add(self, image: np.ndarray, rgb=None) -> None:
+        """The next frame of the episode, (H, W, C) uint8, or another layout that rgb(image) turns
+        into that (called for the sampled frames only)."""
         if self.seen in self.keep:
-            image = np.ascontiguousarray(downsampled(image))
+            image = np.ascontiguousarray(downsampled(image if rgb is None else rgb(image)))
             channels = image.shape[2]
             counts = [cv2.calcHist([image], [c], None, [256], [0, 256]).ravel() for c in range(channels)]
             if self.counts is None:

@@ -24,7 +24,7 @@ from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
 from conftest import RECALIBRATED, ROOT, capture, episodes_dir, on_small_disk, recalibrate, write_config
 from convert.encoding import CODECS, VideoWriter, codec_options
-from convert.frames import to_image, training_images, training_images_torch
+from convert.frames import to_image, to_yuv420, training_images, training_images_torch, yuv420_to_rgb
 from convert.settings import Settings
 from convert.stats import ImageHistogram, image_stats, sample_indices
 from convert.timeline import grid_rows
@@ -805,6 +805,26 @@ def test_workers_encode_with_lerobots_settings(codec):
     for threads in (None, 1, 3):
         assert codec_options(codec, threads) == RGBEncoderConfig(vcodec=codec).get_codec_options(threads, as_strings=True)
     assert all(sample_indices(n) == lerobot_sample_indices(n) for n in range(1, 3000))
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop", "pad"])
+@pytest.mark.parametrize("source", ["jpeg", "rgb", "odd-sized rgb"])
+def test_images_in_the_encoders_layout_are_the_rgb_images(mode, source):
+    """Workers hand the encoder yuv420p images, made by converting before resizing: the same
+    picture as the RGB training image (no plane swapped or shifted, colours kept), as FFmpeg's
+    conversion of that RGB image would give it to the encoder."""
+    jpeg = np.frombuffer(encoded_frames(1920, 1080)[3], np.uint8)
+    frame, scale = {"jpeg": (jpeg, 4), "rgb": (to_image(jpeg, 640, 360, "stretch", 2), 1),
+                    "odd-sized rgb": (to_image(jpeg, 641, 361, "stretch", 2), 1)}[source]
+    for width, height in [(256, 256), (224, 160)]:
+        rgb = to_image(frame, width, height, mode, scale)
+        yuv = to_yuv420(frame, width, height, mode, scale)
+        assert yuv.shape == (height * 3 // 2, width)
+        ffmpegs = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+        assert np.abs(yuv.astype(int) - ffmpegs).mean() < 1.5, "the encoder gets what FFmpeg would give it"
+        back = yuv420_to_rgb(yuv).astype(float)
+        assert np.abs(back - rgb).mean() < 2.5
+        np.testing.assert_allclose(back.mean(axis=(0, 1)), rgb.mean(axis=(0, 1)), atol=1.5, err_msg="colours")
 
 
 @pytest.mark.parametrize("size", [(256, 256), (640, 360)])  # 640x360: LeRobot downsamples before its stats
