@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_raw(tmp / "raw", 1, a.frames)
-        (source,), _ = find([tmp / "raw"])
+        (source,), _, _ = find([tmp / "raw"])
         episode = prepare_episode(source, tmp / "prepared", Settings(), 1)
         mb = sum(p.stat().st_size for p in episode.videos.values()) / 1e6
         ours = write(tmp / "ours", source, episode, tmp / "copies-ours", a.episodes, False)

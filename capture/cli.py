@@ -11,7 +11,7 @@ from .arm import ArmError, CalibrationError, SO101Arm
 from .cameras import CameraError, make_camera
 from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
-from .preview import MODES, Preview
+from .preview import LOOPBACK, MODES, Preview
 from .processes import stop_on_signals
 from .session import AutoEpisodes, RecordingError, Session, SessionError
 from .status import Output, count
@@ -28,7 +28,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 @click.option("--preview", type=click.Choice(MODES), default=None,
               help="Rerun live view: spawn a viewer, serve one to a browser, or off. "
                    "Default: spawn with a display, serve without.")
-def main(config_path, sim, episodes, episode_time, preview):
+@click.option("--preview-bind", default=LOOPBACK, show_default=True, metavar="ADDRESS",
+              help="Where --preview serve listens. The default keeps it on this computer (reach it from another "
+                   "over SSH, as the printed line shows); 0.0.0.0 lets anyone who can reach this computer watch the "
+                   "cameras and the joints.")
+def main(config_path, sim, episodes, episode_time, preview, preview_bind):
     """Record demonstrations: move the arm by hand (torque is off), or drive with a gamepad;
     every tick at the configured fps stores the joint radians (or the pad's axes) and each
     camera's latest frame as delivered, in {raw_dir}/{dataset_name}/episode_NNNNNN.h5.
@@ -85,14 +89,17 @@ def main(config_path, sim, episodes, episode_time, preview):
             out.message(rig.describe())
 
         mode = preview or ("spawn" if has_display() else "serve")
-        session.preview = Preview(mode, list(source.state_names), cameras)
+        session.preview = Preview(mode, list(source.state_names), cameras, bind=preview_bind)
         try:
             session.preview.start()
         except Exception as e:
             out.warning(f"no live preview ({e}); recording goes on without it")
             session.preview = Preview("off", [], [])
         if session.preview.url:
-            out.message(f"live preview: open {session.preview.url} in a browser (forward port 9090 and 9876 over SSH)")
+            out.message(f"live preview: open {session.preview.url} in a browser; {session.preview.ssh_hint()}")
+            if not session.preview.local:
+                out.warning(f"the live preview listens on {preview_bind}: anyone who can reach this computer there "
+                            "can watch the cameras and the joints (leave out --preview-bind to keep it on this computer)")
 
         try:
             session.run()

@@ -161,14 +161,24 @@ def _robot(obj: _Obj) -> RobotConfig:
                 or len(set(buttons)) != len(buttons):
             raise ConfigError(f"{obj.prefix}buttons: expected a list of distinct button names from "
                               f"{', '.join(GAMEPAD_BUTTONS)}, e.g. [\"l1\", \"r1\"]; got {json.dumps(buttons)}")
-        return RobotConfig(type=rtype, id=obj.string("id", "gamepad"), port="",
+        return RobotConfig(type=rtype, id=_file_name(obj, "id", "gamepad"), port="",
                            index=obj.integer("index", 0, lo=0, hi=15), buttons=tuple(buttons))
     return RobotConfig(
         type=rtype,
-        id=obj.string("id"),
+        id=_file_name(obj, "id"),
         port=obj.string("port"),
         calibration_dir=obj.string("calibration_dir", None, nullable=True),
     )
+
+
+def _file_name(obj: _Obj, key: str, default: str | None = None) -> str:
+    """A value that becomes a file name (robot.id: LeRobot's calibration file {id}.json): one
+    name, no folder, so that it cannot point anywhere else on the disk."""
+    value = obj.string(key) if default is None else obj.string(key, default)
+    if not value.strip() or "/" in value or "\\" in value or value in (".", "..") or "\0" in value:
+        raise ConfigError(f"{obj.prefix}{key}: {value!r} becomes a file name (the calibration file {value}.json): "
+                          "give a plain name without / or .., e.g. \"my_so101_follower\"")
+    return value
 
 
 def _camera(obj: _Obj) -> CameraConfig:

@@ -23,6 +23,7 @@ import json
 import mmap
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +299,7 @@ class RawEpisode:
     _file: h5py.File | None = None
     _pages: np.ndarray | None = None  # the file, memory-mapped read-only, once a JPEG is read from it
     _spans: dict[str, np.ndarray | None] = field(default_factory=dict)  # camera -> where its JPEGs are
+    _stored: dict[str, np.ndarray | None] = field(default_factory=dict)  # the same, a repeat's row empty
 
     @property
     def fps(self) -> int:
@@ -336,6 +338,17 @@ class RawEpisode:
             data = cam.frames[i]
         return data
 
+    def stored(self, camera: str, i: int) -> np.ndarray:
+        """The JPEG bytes stored at row i of a camera, as they are in the file: no bytes at a row
+        that repeats the frame before (format 2), where frame() gives that frame's."""
+        if camera not in self._spans:
+            self._spans[camera] = self._locate_jpegs(self.cameras[camera])
+        spans = self._stored.get(camera)
+        if spans is None:
+            return self.cameras[camera].frames[i]
+        start, size = spans[i]
+        return self._pages[start : start + size]
+
     def _locate_jpegs(self, cam: RawCamera) -> np.ndarray | None:
         """Where the camera's JPEGs lie in the file (_jpeg_spans), mapping the file once. None, and
         frames are read through h5py, when they cannot be found for any reason: this is only a
@@ -344,7 +357,7 @@ class RawEpisode:
             if self._pages is None:
                 with open(self.path, "rb") as fh:
                     self._pages = np.frombuffer(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
-            spans = _jpeg_spans(self._file, cam.frames, self._pages)
+            spans = self._stored[cam.name] = _jpeg_spans(self._file, cam.frames, self._pages)
             return _stored_once(spans) if spans is not None and self.stores_repeats_once else spans
         except Exception:  # no mmap here, an unallocated chunk, ...: h5py reads it, or says what is wrong
             return None
@@ -353,7 +366,7 @@ class RawEpisode:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._pages, self._spans = None, {}  # unmapped once no frame read from it is left
+        self._pages, self._spans, self._stored = None, {}, {}  # unmapped once no frame read from it is left
 
     def __enter__(self) -> RawEpisode:
         return self
@@ -363,63 +376,80 @@ class RawEpisode:
 
 
 def open_episode(path: Path) -> RawEpisode:
-    """Open and check a raw episode file. Raises RawFormatError naming what is wrong."""
+    """Open and check a raw episode file. Raises RawFormatError naming what is wrong, whatever
+    is damaged in it (HDF5 structures, attributes, datasets, values)."""
     path = Path(path)
     try:
         # No HDF5 file lock: a complete episode is never written again, and on a network disk
         # without locks (NFS without its lock service) the lock fails and every file would
         # look unreadable.
         f = h5py.File(path, "r", locking=False)
-    except OSError as e:
-        raise RawFormatError(f"{path.name}: not a readable HDF5 file ({e})") from None
+    except Exception as e:  # OSError for most damage; others for damage h5py does not expect
+        raise RawFormatError(f"{path.name}: not a readable HDF5 file ({_reason(e)})") from None
     try:
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
-        version = attrs.get("format_version")
-        if version not in READS:
-            newer = "; a newer slarm wrote it: update slarm" if isinstance(version, int) and version > max(READS) else ""
-            raise RawFormatError(f"{path.name}: raw format version {version!r}, this slarm reads "
-                                 f"{' and '.join(map(str, READS))}{newer}")
-        for k in ("calibration", "software"):
-            if isinstance(attrs.get(k), str):
-                attrs[k] = json.loads(attrs[k])
-        st = f["state"]
-        ep = RawEpisode(
-            path=path,
-            attrs=attrs,
-            timestamp=f["timestamp"][:],
-            tick_index=f["tick_index"][:],
-            state=st[:],
-            state_names=[_attr(n) for n in st.attrs["names"]],
-            state_attrs={k: _attr(v) for k, v in st.attrs.items() if k != "names"},
-            _file=f,
-        )
-        n = len(ep.timestamp)
-        for name, g in f["cameras"].items():
-            cam = RawCamera(
-                name=name, width=int(g.attrs["width"]), height=int(g.attrs["height"]), fps=int(g.attrs["fps"]),
-                encoding=_attr(g.attrs["encoding"]), source=_attr(g.attrs["source"]), frames=g["frames"],
-                capture_time=g["capture_time"][:], frame_seq=g["frame_seq"][:],
-                identity=identity_from_attrs({k: _attr(v) for k, v in g.attrs.items()}),
-            )
-            if len(cam.frames) != n:
-                raise RawFormatError(f"{path.name}: camera {name} has {len(cam.frames)} frames for {n} ticks")
-            ep.cameras[name] = cam
-        if ep.state.shape != (n, len(ep.state_names)) or len(ep.tick_index) != n:
-            raise RawFormatError(f"{path.name}: state, tick_index and timestamp lengths differ")
-        _check_ticks(ep)
+        ep = _read(path, f)
+        _check_values(ep)
         return ep
     except RawFormatError:
         f.close()
         raise
-    except (KeyError, OSError, ValueError, TypeError) as e:
+    except Exception as e:  # a damaged file can fail anywhere in h5py: KeyError, OSError, AttributeError, ...
         f.close()
-        raise RawFormatError(f"{path.name}: damaged or incomplete ({e})") from None
+        raise RawFormatError(f"{path.name}: damaged or incomplete ({_reason(e)})") from None
 
 
-def _check_ticks(ep: RawEpisode) -> None:
-    """Tick numbers that increase row by row and agree with the timestamps: the sampler stamps
-    tick k within one period of k / fps, so a disagreement of a second is a damaged file (and
-    placing its rows on the time grid could ask for billions of frames)."""
+def _read(path: Path, f: h5py.File) -> RawEpisode:
+    attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    version = attrs.get("format_version")
+    if version not in READS:
+        newer = "; a newer slarm wrote it: update slarm" if isinstance(version, int) and version > max(READS) else ""
+        raise RawFormatError(f"{path.name}: raw format version {version!r}, this slarm reads "
+                             f"{' and '.join(map(str, READS))}{newer}")
+    for k, kind in (("fps", int), ("episode_uuid", str), ("task", str)):
+        if not isinstance(attrs.get(k), kind):
+            what = "missing" if k not in attrs else f"not {'a number' if kind is int else 'text'}"
+            raise RawFormatError(f"{path.name}: damaged: the file's attribute {k} is {what}")
+    for k in ("calibration", "software"):
+        if isinstance(attrs.get(k), str):
+            attrs[k] = json.loads(attrs[k])
+    st = f["state"]
+    ep = RawEpisode(
+        path=path,
+        attrs=attrs,
+        timestamp=np.asarray(f["timestamp"][:], np.float64),
+        tick_index=np.asarray(f["tick_index"][:], np.int64),
+        state=st[:],
+        state_names=[str(_attr(n)) for n in st.attrs["names"]],
+        state_attrs={k: _attr(v) for k, v in st.attrs.items() if k != "names"},
+        _file=f,
+    )
+    n = len(ep.timestamp)
+    for name, g in f["cameras"].items():
+        if not isinstance(g, h5py.Group):
+            raise RawFormatError(f"{path.name}: damaged: camera {name} cannot be read")
+        cam = RawCamera(
+            name=name, width=int(g.attrs["width"]), height=int(g.attrs["height"]), fps=int(g.attrs["fps"]),
+            encoding=_attr(g.attrs["encoding"]), source=_attr(g.attrs["source"]), frames=g["frames"],
+            capture_time=g["capture_time"][:], frame_seq=g["frame_seq"][:],
+            identity=identity_from_attrs({k: _attr(v) for k, v in g.attrs.items()}),
+        )
+        if len(cam.frames) != n or len(cam.capture_time) != n or len(cam.frame_seq) != n:
+            raise RawFormatError(f"{path.name}: camera {name} has {len(cam.frames)} frames for {n} ticks")
+        expected = (n,) if cam.encoding == "jpeg" else (n, cam.height, cam.width, 3)
+        if cam.encoding not in ("jpeg", "rgb") or cam.frames.shape != expected:
+            raise RawFormatError(f"{path.name}: damaged: camera {name}'s frames are {cam.frames.shape} "
+                                 f"{cam.encoding!r}, not {cam.width}x{cam.height} jpeg or rgb")
+        ep.cameras[name] = cam
+    if ep.state.ndim != 2 or ep.state.shape != (n, len(ep.state_names)) or len(ep.tick_index) != n:
+        raise RawFormatError(f"{path.name}: state, tick_index and timestamp lengths differ")
+    return ep
+
+
+def _check_values(ep: RawEpisode) -> None:
+    """Values that no recording can hold: a damaged file. Tick numbers that increase row by row,
+    timestamps that do too and agree with them (the sampler stamps tick k within one period of
+    k / fps; a disagreement of a second is a damaged file, and placing its rows on the time grid
+    could ask for billions of frames), and a finite state (NaN would ruin a training run)."""
     name = ep.path.name
     if ep.fps <= 0:
         raise RawFormatError(f"{name}: damaged: fps is {ep.fps}")
@@ -427,11 +457,48 @@ def _check_ticks(ep: RawEpisode) -> None:
         return
     if np.any(np.diff(ep.tick_index) <= 0):
         raise RawFormatError(f"{name}: damaged: tick_index does not increase row by row")
-    if not np.all(np.isfinite(ep.timestamp)):
-        raise RawFormatError(f"{name}: damaged: a timestamp is not a number")
+    if bad := _rows(~np.isfinite(ep.timestamp)):
+        raise RawFormatError(f"{name}: damaged: a timestamp is not a number (rows {bad})")
+    if bad := _rows(np.diff(ep.timestamp) < 0):
+        raise RawFormatError(f"{name}: damaged: timestamps go backwards (after row {bad})")
     drift = np.abs(ep.timestamp - ep.timestamp[0] - (ep.tick_index - ep.tick_index[0]) / ep.fps).max()
     if drift > 1.0:
         raise RawFormatError(f"{name}: damaged: timestamps and tick numbers disagree by {drift:.1f} s")
+    finite = np.isfinite(ep.state)
+    if not finite.all():
+        joints = [n for n, ok in zip(ep.state_names, finite.all(axis=0)) if not ok]
+        raise RawFormatError(f"{name}: damaged: the state is NaN or infinite at rows {_rows(~finite.all(axis=1))} "
+                             f"({', '.join(joints)})")
+
+
+def longest_gap(ep: RawEpisode) -> tuple[float, int]:
+    """(seconds, row) of the longest gap between two recorded ticks, the row after which it is."""
+    if len(ep.tick_index) < 2:
+        return 0.0, 0
+    steps = np.diff(ep.tick_index)
+    row = int(np.argmax(steps))
+    return float(steps[row]) / ep.fps, row
+
+
+def _rows(mask: np.ndarray, shown: int = 5) -> str:
+    """'3, 4, 9' or '3, 4, 9, 10, 11, ... (40 in all)' for the rows where `mask` holds; '' for none."""
+    rows = np.flatnonzero(mask)
+    listed = ", ".join(map(str, rows[:shown].tolist()))
+    return listed + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
+
+
+def _reason(e: BaseException) -> str:
+    """An exception from reading a damaged file in plain words: HDF5's own, a missing name, or
+    the kind of error when it says nothing."""
+    text = e.args[0] if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) else str(e)
+    text = " ".join(text.split())
+    if isinstance(e, KeyError) and text and " " not in text:
+        return f"{text!r} is missing"
+    if cut := re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text):
+        size, stored = int(cut[1]), int(cut[2])
+        return (f"the file is cut short: {size} of its {stored} bytes (a copy or a disk that filled?)"
+                if stored < 2**48 else "its header (superblock) is damaged")
+    return text or type(e).__name__
 
 
 _HEAP_ID = np.dtype([("size", "<u4"), ("collection", "<u8"), ("index", "<u4")])  # a vlen element on disk

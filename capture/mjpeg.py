@@ -84,3 +84,31 @@ def _segments(data):
         if marker == SOS:
             return
         i = end
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # not DHT, JPG, DAC
+
+
+def structure_problem(jpeg, width: int, height: int) -> str | None:
+    """What is wrong with a frame's JPEG structure, without decoding it: no bytes, no start
+    marker (SOI), no end marker (EOI: the frame was cut short; zero bytes after it, a USB
+    driver's padding, are allowed), no frame header before the scan, or a size other than
+    width x height. None for a frame that looks whole (its entropy-coded data may still be
+    damaged: only decoding finds that)."""
+    data = memoryview(jpeg).cast("B")
+    if len(data) == 0:
+        return "no bytes"
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return "no JPEG start marker"
+    end = len(data)
+    while end > 2 and data[end - 1] == 0:
+        end -= 1
+    if data[end - 2] != 0xFF or data[end - 1] != 0xD9:
+        return "no JPEG end marker (cut short)"
+    for marker, start, stop in _segments(data):
+        if marker in _SOF and stop - start >= 9:
+            h, w = data[start + 5] << 8 | data[start + 6], data[start + 7] << 8 | data[start + 8]
+            return None if (w, h) == (width, height) else f"{w}x{h}, not the {width}x{height} the file says"
+        if marker == SOS:
+            break
+    return "no JPEG frame header"

@@ -96,16 +96,29 @@ class Session:
         for p in partial:
             self.out.message(f"note: {p} is an unfinished episode from an earlier run; it is ignored")
         if complete:
-            moved, recorded_with = self._check_compatible(complete[-1])
             self.next_index = episode_index(complete[-1]) + 1
             self.out.message(f"resuming: {count(len(complete), 'episode')} in {self.folder}, next is episode {self.next_index}")
+            last, moved, recorded_with = self._newest_readable(complete)
             if moved:
                 self.out.message(
-                    f"note: the arm's calibration is not the one {complete[-1].name} was recorded with: "
+                    f"note: the arm's calibration is not the one {last.name} was recorded with: "
                     f"{', '.join(moved)} (recalibrated, or another arm?). The same pose now reads other joint angles "
                     "than in the earlier episodes; to keep the two apart, record into another dataset_name."
                 )
-            self._warn_other_cameras(recorded_with, complete[-1].name)
+            if last is not None:
+                self._warn_other_cameras(recorded_with, last.name)
+
+    def _newest_readable(self, complete: list[Path]) -> tuple[Path | None, list[str], dict]:
+        """The newest episode that can be read, checked as _check_compatible does. A damaged one
+        after it is named and left as it is (slarm-inspect and slarm-convert name it too):
+        recording goes on after the highest number."""
+        for path in reversed(complete):
+            try:
+                return path, *self._check_compatible(path)
+            except RawFormatError as e:
+                self.out.warning(f"{self.folder / str(e)}; it is left as it is (slarm-convert skips it), "
+                                 "recording goes on after it")
+        return None, [], {}
 
     def _warn_other_cameras(self, recorded_with: dict, last: str) -> None:
         """Say which camera names now open another camera than in the last episode: camera numbers
@@ -122,13 +135,10 @@ class Session:
     def _check_compatible(self, last: Path) -> tuple[list[str], dict]:
         """Refuse a folder recorded with other settings; the arm's joints whose zeros moved since
         `last`, and which camera each name had in `last` (where known)."""
-        try:
-            with open_episode(last) as ep:
-                theirs = (ep.fps, sorted(ep.cameras), ep.state_names)
-                calibration = ep.attrs.get("calibration", {})
-                recorded_with = {name: cam.identity for name, cam in ep.cameras.items()}
-        except RawFormatError as e:
-            raise SessionError(f"cannot resume in {self.folder}: {e}") from None
+        with open_episode(last) as ep:  # RawFormatError for a damaged file
+            theirs = (ep.fps, sorted(ep.cameras), ep.state_names)
+            calibration = ep.attrs.get("calibration", {})
+            recorded_with = {name: cam.identity for name, cam in ep.cameras.items()}
         ours = (self.cfg.fps, sorted(c.name for c in self.cameras), list(self.state_source.state_names))
         for label, a, b in zip(("fps", "cameras", "state names"), theirs, ours):
             if a != b:

@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from .frames import RESIZE_MODES
 from .joint_units import UNITS, why_not
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
-from .sources import Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
+from .stats import check_finite
+from .sources import MAX_GAP_S, Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
 from .workers import Skipped, in_workers, usable_cores
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -78,8 +80,11 @@ def parse_task(ctx, param, value):
 @click.option("--push-to-hub", "repo_id", help="After writing, push to this Hub dataset repo (user/name).")
 @click.option("--private", is_flag=True, help="Make the Hub repository private.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Take size and Hub settings from this capture config.")
+@click.option("--max-gap", "max_gap", type=click.FloatRange(min=0, min_open=True), default=MAX_GAP_S, show_default=True,
+              metavar="SECONDS", help="An episode with a longer pause between two recorded ticks (the recording "
+              "stalled, the machine slept) is skipped, not filled with copies of one frame.")
 def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, codec, jpeg_quality, workers, device, task,
-         repo_id, private, config_path):
+         repo_id, private, config_path, max_gap):
     """Convert the raw episodes in RAW_DIRS (folders written by slarm-capture) into the LeRobot
     dataset DATASET_DIR (v3.0, or v2.1 for OpenPI). A new folder is created; an existing slarm
     dataset gets only the episodes it does not hold yet. Re-running the same command adds nothing.
@@ -134,11 +139,16 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
         _fail("; ".join(map(why_no_episodes, empty)) + swapped, EXIT_USAGE)
     for d in empty:
         click.echo(f"warning: {why_no_episodes(d)}; it is left out", err=True)
-    sources, problems = find(list(raw_dirs))
-    for p in problems:
-        click.echo(f"warning: {p}", err=True)
+    sources, unfinished, refused = find(list(raw_dirs), max_gap)
+    for p in unfinished:
+        click.echo(f"warning: {p}: unfinished episode (capture still running, or killed); skipped", err=True)
+    for r in refused:
+        click.echo(f"warning: {r.path}: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)",
+                   err=True)
     if not sources:
-        _fail(f"no complete raw episodes in {', '.join(map(str, raw_dirs))}", EXIT_USAGE)
+        _fail(f"no complete raw episodes in {', '.join(map(str, raw_dirs))}"
+              + (f" that can be converted ({count(len(refused), 'damaged file')})" if refused else ""),
+              EXIT_FAILURE if refused else EXIT_USAGE)
     _check_one_setup(sources, settings)
     first = sources[0]
 
@@ -167,6 +177,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
         work = T.work_dir(dataset_dir)
     except T.TargetError as e:
         _fail(str(e), EXIT_USAGE)
+    _temporary_files_in(work)
     replaced = False
     try:
         merged = work / "dataset"
@@ -176,7 +187,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
         else:
             results = _write_per_episode(new, work, settings, workers)
         done = [(i, s, r) for i, (s, r) in enumerate(zip(new, results)) if not isinstance(r, Skipped)]
-        damaged = [r for r in results if isinstance(r, Skipped)]
+        damaged = refused + [r for r in results if isinstance(r, Skipped)]
         for src, r in zip(new, results):
             if isinstance(r, Skipped):
                 click.echo(f"warning: {r.reason}; skipped (a damaged raw file: move it out of the raw folder)", err=True)
@@ -193,12 +204,14 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
             roots = ([dataset_dir] if target.exists else []) + [work / f"episode-{i}" for i, _, _ in done]
         if roots:
             layout.merge(roots, merged)
-        episodes = target.episodes + [{"uuid": s.uuid, "source": str(s.path)} for _, s, _ in done]
+        episodes = [T.episode_entry(e["uuid"], e.get("source", "")) for e in target.episodes]
+        episodes += [T.episode_entry(s.uuid, s.path) for _, s, _ in done]
         T.write_meta(merged, settings.describe(), episodes)
         frames = sum(r["frames"] for _, _, r in done)
         total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
         cams = [f"observation.images.{c}" for c, _, _ in first.cameras]
         layout.verify(merged, len(episodes), total_frames, cams)
+        check_finite(merged)
         with stops_held():  # a Ctrl-C here lands after the swap, never between its steps
             T.replace(dataset_dir, merged)
             replaced = True
@@ -213,8 +226,9 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
         _fail(f"interrupted: {now}", EXIT_INTERRUPTED)
     except Exception as e:
         _remove_work(work)
-        full = (f"\nThe disk holding {work.parent} is full: the new dataset is written next to the old one, which it "
-                "replaces at the end. Free some space, then run the same command again." if disk_full(e) else "")
+        full = (f"\nThe disk that holds {work.parent} ({_mount_point(work.parent)}) is full: the new dataset is "
+                "written next to the old one, which it replaces at the end. Free some space there, then run the same "
+                "command again." if disk_full(e) else "")
         _fail(f"conversion failed, {dataset_dir} is unchanged: {e}{full}", EXIT_FAILURE)
     _remove_work(work)
 
@@ -379,7 +393,7 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
-    from .hub import push
+    from .hub import push, redact
 
     cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
     work = None
@@ -395,7 +409,7 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
         _fail(f"push to the Hub interrupted. The local dataset {dataset_dir} is intact; run the same command "
               f"again to push it:\n  {cmd}", EXIT_INTERRUPTED)
     except Exception as e:
-        _fail(f"push to the Hub failed ({e}).\nThe local dataset {dataset_dir} is intact; "
+        _fail(f"push to the Hub failed ({redact(str(e))}).\nThe local dataset {dataset_dir} is intact; "
               f"log in (hf auth login) and run the same command again to retry:\n  {cmd}", EXIT_FAILURE)
     finally:
         if work is not None:
@@ -413,10 +427,27 @@ def _quiet_libraries() -> None:
     av.logging.set_libav_level(av.logging.ERROR)
 
 
+def _temporary_files_in(work: Path) -> None:
+    """Temporary files of this process (LeRobot joins videos through them: as large as a video
+    file) go in the work folder, on the dataset's disk and removed with it, not in $TMPDIR."""
+    tmp = work / "tmp"
+    tmp.mkdir(exist_ok=True)
+    tempfile.tempdir = str(tmp)
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds `path` (the disk that filled)."""
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _remove_work(work: Path) -> None:
-    """Remove the work folder, and put the datasets library's cache back where it was (for a
-    later run in the same process: a notebook, the tests)."""
+    """Remove the work folder, and put the datasets library's cache and the temporary folder
+    back where they were (for a later run in the same process: a notebook, the tests)."""
     shutil.rmtree(work, ignore_errors=True)
+    tempfile.tempdir = None
     if "datasets" in sys.modules:
         v30.use_cache(None)
 

@@ -6,6 +6,10 @@ into yuv420p for LeRobot's encoder)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
+
 import cv2
 import numpy as np
 
@@ -75,11 +79,70 @@ class Undecodable:
 
 
 def _decode_bgr(data: np.ndarray, scale: int) -> np.ndarray:
-    """JPEG bytes -> BGR array (OpenCV's order), decoded at 1/scale of its size."""
-    img = cv2.imdecode(data, _REDUCED[scale]) if len(data) else None  # OpenCV raises on no bytes at all
+    """JPEG bytes -> BGR array (OpenCV's order), decoded at 1/scale of its size. A frame the
+    decoder finds corrupt (it still gives an image, grey or smeared where the data broke) is
+    UnreadableFrame, as one it cannot decode at all."""
+    if not len(data):  # OpenCV raises on no bytes at all
+        raise UnreadableFrame("no bytes")
+    with decoder_messages() as said:
+        img = cv2.imdecode(data, _REDUCED[scale])
     if img is None:
         raise UnreadableFrame("not a decodable JPEG frame")
+    if said:
+        raise UnreadableFrame(said[0])
     return img
+
+
+def decode_problem(data: np.ndarray) -> str | None:
+    """Why a stored JPEG frame is one that slarm-convert replaces (it does not decode, or its
+    decoder reports corrupt data), or None for a good one. Decodes at 1/8 scale: the entropy-
+    coded data is read whole at any scale."""
+    try:
+        _decode_bgr(data, 8)
+    except UnreadableFrame as e:
+        return str(e)
+    return None
+
+
+# libjpeg's warnings (jerror.h): those that mean the frame's data is damaged, and the rest
+_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG file")
+_HARMLESS = ("Invalid SOS parameters", "Warning: unknown JFIF", "Unknown Adobe color transform",
+             "Inconsistent progression sequence", "Application transferred too many scanlines")
+_scratch: tuple[int, int] | None = None  # (pid, fd of an unlinked file) that takes the decoder's messages
+
+
+@contextmanager
+def decoder_messages():
+    """Collect what libjpeg says while a frame decodes: its warnings for corrupt data ("Corrupt
+    JPEG data: premature end of data segment", "... bad Huffman code") are the only sign of a
+    frame with damaged data, since it still gives an image. OpenCV lets libjpeg print them to
+    the process's stderr, so the stderr descriptor points at a file of this process's own for
+    the decode (a file, not a pipe: nothing can block). The list yielded gets the corrupt-data
+    messages; other lines written meanwhile (another thread's) go on to stderr."""
+    global _scratch
+    if _scratch is None or _scratch[0] != os.getpid():  # a forked worker gets a file of its own
+        fd, name = tempfile.mkstemp(prefix="slarm-decoder-")
+        os.unlink(name)
+        _scratch = (os.getpid(), fd)
+    fd = _scratch[1]
+    said: list[str] = []
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield said
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        size = os.lseek(fd, 0, os.SEEK_CUR)
+        if size:
+            os.lseek(fd, 0, os.SEEK_SET)
+            lines = os.read(fd, size).decode(errors="replace").splitlines()
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            said += [line.strip() for line in lines if line.startswith(_CORRUPT)]
+            others = [line for line in lines if not line.startswith(_CORRUPT + _HARMLESS)]
+            if others:
+                os.write(2, ("\n".join(others) + "\n").encode())
 
 
 def crop_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
@@ -173,7 +236,11 @@ def training_images(ep, cameras, rows, settings, undecodable: Undecodable | None
 
     def decode(cam: str, row: int) -> np.ndarray | None:
         try:
-            return convert(ep.frame(cam, row), settings.width, settings.height, settings.resize_mode, scales[cam])
+            frame = ep.frame(cam, row)
+        except (OSError, ValueError):  # its bytes cannot be read (a damaged heap ID): as a broken frame
+            return None
+        try:
+            return convert(frame, settings.width, settings.height, settings.resize_mode, scales[cam])
         except UnreadableFrame:
             return None
 

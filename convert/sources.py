@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from capture.episode_file import RawFormatError, list_episodes, open_episode
+from capture.episode_file import RawFormatError, list_episodes, longest_gap, open_episode
+
+MAX_GAP_S = 1.0  # a longer pause between two recorded ticks is no demonstration: the episode is skipped
 
 
 @dataclass(frozen=True)
@@ -22,28 +24,52 @@ class Source:
     identities: dict  # which camera each name was, where known: name -> capture.device_identity.Identity
 
 
-def find(raw_dirs: list[Path]) -> tuple[list[Source], list[str]]:
-    """(readable episodes, in folder order then episode order; a line for each file skipped and why)."""
-    found, problems = [], []
+@dataclass(frozen=True)
+class Refused:
+    """A raw file that is left out of the dataset, and why, in words."""
+
+    path: Path
+    reason: str
+
+
+def find(raw_dirs: list[Path], max_gap_s: float = MAX_GAP_S) -> tuple[list[Source], list[Path], list[Refused]]:
+    """(readable episodes, in folder order then episode order; unfinished .partial files;
+    damaged or implausible files, each with the reason it is left out)."""
+    found, unfinished, refused = [], [], []
     for folder in raw_dirs:
         complete, partial = list_episodes(folder)
-        for p in partial:
-            problems.append(f"{p}: unfinished episode (capture still running, or killed); skipped")
+        unfinished += partial
         for path in complete:
             try:
-                with open_episode(path) as ep:
-                    if ep.frame_count == 0:
-                        raise RawFormatError(f"{path.name}: no frames")
-                    found.append(Source(
-                        path=path, uuid=ep.uuid, frames=ep.frame_count, fps=ep.fps, task=ep.task,
-                        robot_type=str(ep.attrs.get("robot_type", "")), state_names=tuple(ep.state_names),
-                        cameras=tuple((c.name, c.width, c.height) for c in ep.cameras.values()),
-                        calibration=ep.attrs.get("calibration", {}),
-                        identities={c.name: c.identity for c in ep.cameras.values() if c.identity},
-                    ))
+                found.append(_source(path, max_gap_s))
             except RawFormatError as e:
-                problems.append(f"{path.parent}/{e}; skipped")
-    return found, problems
+                refused.append(Refused(path, str(e).removeprefix(f"{path.name}: ")))
+    return found, unfinished, refused
+
+
+def _source(path: Path, max_gap_s: float) -> Source:
+    with open_episode(path) as ep:
+        if ep.frame_count == 0:
+            raise RawFormatError(f"{path.name}: no frames")
+        gap, row = longest_gap(ep)
+        if gap > max_gap_s:
+            raise RawFormatError(f"{path.name}: a gap of {gap:.1f} s between ticks {int(ep.tick_index[row])} and "
+                                 f"{int(ep.tick_index[row + 1])} (longer than --max-gap {max_gap_s:g} s: "
+                                 "recording stalled, or the machine slept)")
+        try:
+            return Source(
+                path=path, uuid=ep.uuid, frames=ep.frame_count, fps=ep.fps, task=ep.task,
+                robot_type=str(ep.attrs.get("robot_type", "")), state_names=tuple(ep.state_names),
+                cameras=tuple((c.name, c.width, c.height) for c in ep.cameras.values()),
+                calibration=_dict(ep.attrs.get("calibration")),
+                identities={c.name: c.identity for c in ep.cameras.values() if c.identity},
+            )
+        except Exception as e:
+            raise RawFormatError(f"{path.name}: damaged ({e})") from None
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def holds_episodes(folder: Path) -> bool:

@@ -90,3 +90,29 @@ def image_stats(histogram: ImageHistogram) -> dict[str, np.ndarray]:
 def normalized(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Stats as LeRobot stores them for an image feature: shape (3, 1, 1), in 0..1."""
     return {k: v if k == "count" else v.reshape(3, 1, 1) / 255.0 for k, v in stats.items()}
+
+
+def check_finite(root) -> None:
+    """Raise if any figure in the dataset's stats (meta/stats.json, and v2.1's per-episode
+    meta/episodes_stats.jsonl) is NaN or infinite: a NaN mean or std normalizes a whole
+    training run into NaN. The raw files are checked before conversion; this guards the result."""
+    import json
+    import math
+    from pathlib import Path
+
+    def bad(value, where: str):
+        if isinstance(value, dict):
+            return next((b for k, v in value.items() if (b := bad(v, f"{where} {k}"))), None)
+        if isinstance(value, list):
+            return next((b for v in value if (b := bad(v, where))), None)
+        return where if isinstance(value, float) and not math.isfinite(value) else None
+
+    root = Path(root)
+    files = [root / "meta" / "stats.json", root / "meta" / "episodes_stats.jsonl"]
+    for path in files:
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+        for line in filter(str.strip, lines):
+            if where := bad(json.loads(line), path.name):
+                raise RuntimeError(f"{where} is not a finite number; the dataset is not written")

@@ -120,15 +120,22 @@ def claim(target: Path) -> None:
         raise TargetError(f"another slarm-convert is writing into {target}; wait for it to end, then run this "
                           "command again (it adds what is still missing)")
     _held[key] = lock
+    _remove_stale_work(target)
+
+
+def _remove_stale_work(target: Path) -> None:
+    """Work folders of this target left by killed runs (one killed right after the swap holds
+    the old dataset): removed holding the claim, whether or not this run adds anything."""
+    ours = f"{WORK_PREFIX}{target.name}-"
+    for old in target.parent.glob(f"{ours}*"):
+        if old.name[len(ours) :].isdigit():  # not the work folder of another dataset, e.g. "{name}-224"
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def work_dir(target: Path) -> Path:
     """A fresh work folder beside the target (same file system, so the final exchange is a rename).
     Call it holding the claim: any other work folder of this target was left by a killed run."""
-    ours = f"{WORK_PREFIX}{target.name}-"
-    for old in target.parent.glob(f"{ours}*"):
-        if old.name[len(ours) :].isdigit():  # not the work folder of another dataset, e.g. "{name}-224"
-            shutil.rmtree(old, ignore_errors=True)
+    _remove_stale_work(target)
     work = target.parent / f"{WORK_PREFIX}{target.name}-{os.getpid()}"
     try:
         work.mkdir()
@@ -136,6 +143,14 @@ def work_dir(target: Path) -> Path:
         raise TargetError(f"cannot write in {target.parent} ({e.strerror}); give a DATASET_DIR in a folder you "
                           "can write to") from None
     return work
+
+
+def episode_entry(uuid: str, source: Path | str) -> dict:
+    """An episode's line in meta/slarm.json: its uuid and where it came from as the raw folder's
+    name and the file's ("so101_pickplace_v1/episode_000003.h5"), never the user's absolute path
+    (the file is uploaded with the dataset). Entries written with a path are cut down to that."""
+    parts = Path(source).parts[-2:] if str(source) else ()
+    return {"uuid": uuid, "source": "/".join(parts)}
 
 
 def write_meta(root: Path, settings: dict, episodes: list[dict]) -> None:

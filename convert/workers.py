@@ -22,16 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capture.processes import STOPS, raise_if_stopped
-from capture.status import count
+from capture.status import count, disk_full
 
 from .frames import UnreadableFrame
+from .prepare import Stopped
 from .settings import Settings
 from .sources import Source
 
 
 @dataclass
 class Skipped:
-    """The result of an episode with too many frames that cannot be decoded (a damaged file)."""
+    """The result of an episode that could not be prepared (a damaged file): the file and why."""
 
     reason: str
 
@@ -128,9 +129,23 @@ def _start_worker(parent: int, stopping, threads: int) -> None:
 
 
 def _run(job, source: Source, *args):
-    """In a worker: one episode's job, which checks between frames whether to stop. An episode
-    with too many frames that cannot be decoded is skipped, not fatal."""
+    """In a worker: one episode's job, which checks between frames whether to stop. Whatever
+    goes wrong in reading or preparing one episode (too many frames that cannot be decoded, HDF5
+    data that cannot be read, a value no recording holds) skips that episode, not the run; a
+    full disk is the run's failure, and a stop is the run's."""
     try:
         return job(source, *args, stopped=_stopping.is_set)
     except UnreadableFrame as e:
         return Skipped(f"{source.path}: {e}")
+    except Stopped:
+        raise
+    except Exception as e:
+        if disk_full(e):
+            raise
+        return Skipped(f"{source.path}: damaged: {_reason(e)}")
+
+
+def _reason(e: Exception) -> str:
+    """HDF5's own words where it failed ("Can't synchronously read data (address of object past end
+    of allocation)"), or the kind of error where it has none."""
+    return " ".join(str(e).split()) or type(e).__name__

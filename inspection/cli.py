@@ -10,7 +10,7 @@ import click
 
 from capture.episode_file import episode_index, list_episodes
 from capture.status import count
-from convert.sources import holds_episodes, why_no_episodes
+from convert.sources import MAX_GAP_S, holds_episodes, why_no_episodes
 
 from .report import Inspection, inspect
 
@@ -27,10 +27,16 @@ PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg")
               help="Replay this episode (its number) in the Rerun viewer.")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path),
               help="With --rerun: write the replay to this .rrd file instead of opening a viewer.")
-def main(target, as_json, plot, rerun_episode, save):
+@click.option("--decode", is_flag=True,
+              help="Decode every camera frame and flag those slarm-convert would replace (broken or corrupt "
+                   "JPEG data). Without it frames are checked from their markers only, which is fast.")
+@click.option("--max-gap", type=click.FloatRange(min=0, min_open=True), default=MAX_GAP_S, show_default=True,
+              metavar="SECONDS", help="Flag a longer pause between two recorded ticks (as slarm-convert --max-gap).")
+def main(target, as_json, plot, rerun_episode, save, decode, max_gap):
     """Show what the raw episodes in TARGET (a folder written by slarm-capture, or one
     episode file) hold: one row per episode, with flags for low fps, a frozen state,
-    repeated camera frames and unfinished files, and a totals line.
+    repeated camera frames, broken frames, a long pause and no frames; unfinished and
+    unreadable files (with the reason); and a totals line.
 
     \b
     Examples:
@@ -48,7 +54,7 @@ def main(target, as_json, plot, rerun_episode, save):
         _fail("--save goes with --rerun EPISODE")
     if plot and plot.suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: give a file name ending in {', '.join(PLOT_FORMATS)}")
-    result = inspect(target)
+    result = inspect(target, decode, max_gap)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1))
     else:
@@ -75,6 +81,8 @@ def main(target, as_json, plot, rerun_episode, save):
             replay(path, save)
         except (OSError, RuntimeError) as e:  # rerun reports a file it cannot create as RuntimeError
             _fail(f"--rerun {rerun_episode}: " + (f"cannot write {save} ({e})" if save else f"replay failed ({e})"))
+        except Exception as e:  # a damaged file (RawFormatError, or h5py failing on its data)
+            _fail(f"--rerun {rerun_episode}: {path} cannot be replayed ({e})")
         _note(as_json, f"episode {rerun_episode} replayed " + (f"into {save}" if save else "in the Rerun viewer"))
     if result.unreadable:  # for scripts: `slarm-inspect raw/x && slarm-convert ...` stops at a damaged file
         sys.exit(EXIT_UNREADABLE)

@@ -3,7 +3,11 @@
 Per episode: duration, frames, achieved fps, tick-period deviation, missed ticks, cameras,
 size; flags for a rate below 95 % of the configured fps, a state frozen for more than 1 s
 (a stuck bus or a motor that stopped answering reads the same value over and over),
-and repeated camera frames (a tick got the same frame as the tick before).
+repeated camera frames (a tick got the same frame as the tick before), no frames, a pause
+between ticks longer than slarm-convert's --max-gap, and camera frames that are not whole
+JPEGs of the stored size (checked from their markers, without decoding; with decode=True
+every frame is decoded, and those slarm-convert would replace are flagged too).
+A file that cannot be read at all is listed as unreadable, with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.episode_file import RawFormatError, episode_index, list_episodes, open_episode
+from capture.episode_file import episode_index, list_episodes, longest_gap, open_episode
+from capture.mjpeg import structure_problem
+from convert.sources import MAX_GAP_S
 
 LOW_FPS = 0.95  # flag below this fraction of the configured fps
 FROZEN_S = 1.0  # flag a state that does not change for longer than this
@@ -70,7 +76,7 @@ class Inspection:
                 "unreadable": self.unreadable, "totals": self.totals()}
 
 
-def inspect(target: Path) -> Inspection:
+def inspect(target: Path, decode: bool = False, max_gap_s: float = MAX_GAP_S) -> Inspection:
     """A raw folder (every episode in it) or one episode file."""
     if target.is_file():
         files, partial = [target], []
@@ -79,13 +85,14 @@ def inspect(target: Path) -> Inspection:
     episodes, unreadable = [], []
     for path in files:
         try:
-            episodes.append(episode_report(path))
-        except RawFormatError as e:
-            unreadable.append({"file": str(path), "reason": str(e).removeprefix(f"{path.name}: ")})
+            episodes.append(episode_report(path, decode, max_gap_s))
+        except Exception as e:  # RawFormatError for what open_episode finds; a damaged file may fail later too
+            reason = str(e).removeprefix(f"{path.name}: ") or type(e).__name__
+            unreadable.append({"file": str(path), "reason": reason})
     return Inspection(episodes, [str(p) for p in partial], unreadable)
 
 
-def episode_report(path: Path) -> EpisodeReport:
+def episode_report(path: Path, decode: bool = False, max_gap_s: float = MAX_GAP_S) -> EpisodeReport:
     with open_episode(path) as ep:
         n, fps = ep.frame_count, ep.fps
         t = ep.timestamp
@@ -103,6 +110,12 @@ def episode_report(path: Path) -> EpisodeReport:
                                   int(np.count_nonzero(np.diff(c.frame_seq) == 0)))
                      for c in ep.cameras.values()],
         )
+        gap, row = longest_gap(ep)
+        if gap > max_gap_s:
+            report.flags.append(f"a gap of {gap:.1f}s after tick {int(ep.tick_index[row])} (convert skips it)")
+        report.flags += frame_problems(ep, decode)
+    if n == 0:
+        report.flags.append("no frames (convert skips it)")
     if n > 1 and report.achieved_fps < LOW_FPS * fps:
         report.flags.append(f"low fps ({report.achieved_fps:g} < {LOW_FPS:.0%} of {fps})")
     if report.longest_frozen_s > FROZEN_S:
@@ -111,6 +124,34 @@ def episode_report(path: Path) -> EpisodeReport:
         if c.repeated_frames:
             report.flags.append(f"{c.name}: {c.repeated_frames} repeated frames")
     return report
+
+
+def frame_problems(ep, decode: bool = False) -> list[str]:
+    """A flag per camera and kind of problem with its stored JPEG frames, naming the frames."""
+    from convert.frames import decode_problem
+
+    flags = []
+    for cam in ep.cameras.values():
+        if cam.encoding != "jpeg":
+            continue
+        found: dict[str, list[int]] = {}
+        for i in range(ep.frame_count):
+            try:
+                data = ep.stored(cam.name, i)
+            except Exception as e:  # a damaged heap ID: h5py cannot find the bytes
+                found.setdefault(f"cannot be read ({e})", []).append(i)
+                continue
+            if not len(data) and i > 0 and ep.stores_repeats_once and cam.frame_seq[i] == cam.frame_seq[i - 1]:
+                continue  # the camera gave the frame before again: its bytes are stored once
+            problem = structure_problem(data, cam.width, cam.height)
+            if problem is None and decode:
+                problem = decode_problem(np.asarray(data))
+            if problem is not None:
+                found.setdefault(problem, []).append(i)
+        for problem, rows in found.items():
+            listed = ", ".join(map(str, rows[:5])) + (f", ... ({len(rows)} in all)" if len(rows) > 5 else "")
+            flags.append(f"{cam.name}: frame{'s' if len(rows) > 1 else ''} {listed}: {problem}")
+    return flags
 
 
 def longest_frozen(state: np.ndarray, t: np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,28 @@ import pexpect
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The simulated hardware's folder stays after a session, for tests that read the arm's writes
+# from it (arm_writes); removed when the tests end. tests/test_damaged.py checks the default.
+os.environ["SLARM_KEEP_SIM"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_kept_sim_folders():
+    yield
+    import tempfile
+
+    for folder in Path(tempfile.gettempdir()).glob("slarm-sim-*"):
+        if (folder / "keep").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def tree_digest(root: Path) -> str:
+    """One digest of every file below `root`, names and bytes: equal digests, the same tree."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
 
 
 def write_config(folder: Path, **overrides) -> Path:

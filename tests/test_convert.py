@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -22,7 +21,7 @@ from click.testing import CliRunner
 
 from capture.episode_file import open_episode
 from capture.sim.camera_server import barcode_value, encoded_frames
-from conftest import RECALIBRATED, ROOT, capture, episodes_dir, on_small_disk, recalibrate, write_config
+from conftest import RECALIBRATED, ROOT, capture, episodes_dir, on_small_disk, recalibrate, tree_digest, write_config
 from convert.encoding import CODECS, VideoWriter, codec_options
 from convert.frames import to_image, to_yuv420, training_images, training_images_torch, yuv420_to_rgb
 from convert.settings import Settings
@@ -58,14 +57,6 @@ def stat_field(stat: Path, field: int) -> int | None:
         return int(stat.read_text().rsplit(")", 1)[1].split()[field - 3])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
-    return h.hexdigest()
 
 
 def test_converted_dataset_loads_in_lerobot(raw, tmp_path):
@@ -530,7 +521,7 @@ def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
         exit $rc""")
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"error: conversion failed, {ds} is unchanged: " in r.stderr
-    assert f"The disk holding {disk} is full" in r.stderr and "run the same command again" in r.stderr
+    assert f"The disk that holds {disk} ({disk}) is full" in r.stderr and "run the same command again" in r.stderr, r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert tree_digest(after) == tree_digest(before), "the dataset is exactly as before"
     assert (tmp_path / "left.txt").read_text().split() == [".ds.slarm-convert-lock", "ds"], "no work folder is left"
@@ -924,7 +915,7 @@ def test_writer_joins_each_video_file_once_into_what_lerobots_writer_writes(tmp_
                                           {"name": "scene", "capture_width": 320, "capture_height": 240}])
     r = capture("--config", str(cfg), "--sim", "--episodes", "2", "--episode-time", "1.5", "--preview", "off")
     assert r.returncode == 0, r.stdout + r.stderr
-    sources, _ = find([episodes_dir(cfg)])
+    sources, _, _ = find([episodes_dir(cfg)])
     assert sorted(name for name, _, _ in sources[0].cameras) == ["scene", "wrist"]
     prepared = [prepare_episode(s, tmp_path / "encoded" / str(i), Settings(), 1) for i, s in enumerate(sources)]
     videos = [prepared[k % len(prepared)].videos["wrist"] for k in range(30)]

@@ -18,9 +18,9 @@ import pytest
 from capture.cameras import Frame
 from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode
 from capture.mjpeg import with_huffman_tables
-from conftest import ROOT, capture, episodes_dir, write_config
+from conftest import ROOT, capture, episodes_dir, tree_digest, write_config
 from test_mjpeg import tables_before_scan
-from test_convert import convert, load, tree_digest
+from test_convert import convert, load
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
@@ -89,7 +89,7 @@ def test_table_and_json_match_the_files_and_flag_defects(recordings):
     assert any(f.startswith("state frozen 1.7s") for f in eps[3]["flags"])
     assert "wrist: 45 repeated frames" in eps[3]["flags"]
     assert [Path(u["file"]).name for u in report["unreadable"]] == ["episode_000004.h5"]
-    assert "truncated file" in report["unreadable"][0]["reason"]
+    assert "the file is cut short: 50000 of its " in report["unreadable"][0]["reason"]
     assert [Path(f).name for f in report["unfinished"]] == ["episode_000005.h5.partial"]
     assert report["totals"]["episodes"] == 4
     assert report["totals"]["flagged"] == sum(1 for e in eps.values() if e["flags"]) >= 2

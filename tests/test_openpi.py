@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from capture.episode_file import open_episode
-from conftest import ROOT, capture, episodes_dir, write_config
+from conftest import ROOT, capture, episodes_dir, tree_digest, write_config
 from test_capture import unplug_during_second_episode
-from test_convert import FakeHub, convert, tree_digest
+from test_convert import FakeHub, convert
 
 AXES = ["left_x", "left_y", "right_x", "right_y", "l2_trigger", "r2_trigger"]
 TASK = "pick up the bottle and place it on the yellow square"

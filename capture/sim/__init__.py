@@ -7,11 +7,14 @@ is unplugging it; connecting again starts a fresh one, as plugging it back in wo
 The gamepad is a virtual SDL controller inside the capture process (SDL's own virtual-joystick
 API; see gamepad.py): the file `unplug-gamepad` in the sim folder unplugs it. The file
 `dim-camera-<name>` there dims that camera's light: it then sends half its frame rate.
+That folder goes when the session ends (a killed session's, at the next session's start);
+SLARM_KEEP_SIM=1 keeps it, with the devices' logs and the arm's writes, for tests and debugging.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from ..arm import ArmError, SO101Arm
 from ..cameras import Camera, CameraError
 from ..config import CameraConfig, Config
 from ..device_identity import Identity
+from ..processes import alive
 from .camera_server import HEADER
 from .gamepad import SimGamepad, VirtualPad
 
@@ -81,7 +85,12 @@ class SimRig:
     """The simulated arm and cameras of one session, in a temporary folder."""
 
     def __init__(self, cfg: Config):
-        self.dir = Path(tempfile.mkdtemp(prefix="slarm-sim-"))
+        _remove_abandoned()
+        self.dir = Path(tempfile.mkdtemp(prefix=SIM_PREFIX))
+        (self.dir / OWNER).write_text(str(os.getpid()))
+        self.keep = os.environ.get("SLARM_KEEP_SIM") == "1"
+        if self.keep:
+            (self.dir / KEEP).touch()
         self.robot_cfg = replace(cfg.robot, port=str(self.dir / "ttyARM"), calibration_dir=str(self.dir / "calibration"))
         self.arm_events = self.dir / "arm-events.txt"  # torque and goal position writes
         self.arm_process = DeviceProcess(
@@ -121,6 +130,22 @@ class SimRig:
         for p in [self.arm_process, *self.camera_processes.values()]:
             p.stop()
         self.virtual_pad.unplug()
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SIM_PREFIX, OWNER, KEEP = "slarm-sim-", "owner-pid", "keep"
+
+
+def _remove_abandoned() -> None:
+    """The folders of sessions that were killed (SIGKILL: no clean-up ran): their owner is gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SIM_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER).read_text())
+        except (OSError, ValueError):  # not one of ours, or being made right now
+            continue
+        if not (folder / KEEP).exists() and not alive(owner):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class SimArm(SO101Arm):
