@@ -12,11 +12,12 @@ from .cameras import CameraError, make_camera
 from .gamepad import Gamepad, GamepadError
 from .keys import Keys, has_display
 from .preview import LOOPBACK, MODES, Preview
-from .processes import stop_on_signals
+from .viewer import ViewerError
+from .processes import run_command, stop_on_signals
 from .session import AutoEpisodes, RecordingError, Session, SessionError
 from .status import Output, count
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +25,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
               help="The session's JSON config (see config.json).")
 @click.option("--sim", is_flag=True, help="Use simulated hardware (SO-101 or gamepad, cameras) instead of real devices.")
 @click.option("--episodes", type=click.IntRange(min=1), help="Record this many episodes by themselves, then quit.")
-@click.option("--episode-time", type=click.FloatRange(min=0.1), help="Length of each automatic episode, in seconds.")
+@click.option("--episode-time", type=click.FloatRange(min=0.1),
+              help="Length of each automatic episode, in seconds of the clock (missed ticks do not lengthen it).")
 @click.option("--preview", type=click.Choice(MODES), default=None,
               help="Rerun live view: spawn a viewer, serve one to a browser, or off. "
                    "Default: spawn with a display, serve without.")
@@ -38,6 +40,10 @@ def main(config_path, sim, episodes, episode_time, preview, preview_bind):
     camera's latest frame as delivered, in {raw_dir}/{dataset_name}/episode_NNNNNN.h5.
 
     Keys: SPACE start/stop (stop saves), R discard the episode, ESC discard and quit.
+
+    Exit status: 0 done; 1 failed (a device or the disk); 2 refused before any work (the
+    config, the calibration, another session in the folder); 130 interrupted (Ctrl-C, SIGTERM,
+    a closed terminal), saved episodes kept.
 
     \b
     Examples:
@@ -92,7 +98,10 @@ def main(config_path, sim, episodes, episode_time, preview, preview_bind):
         session.preview = Preview(mode, list(source.state_names), cameras, bind=preview_bind)
         try:
             session.preview.start()
-        except Exception as e:
+        except ViewerError as e:
+            out.warning(f"no live preview: {e}; recording goes on without it")
+            session.preview = Preview("off", [], [])
+        except Exception as e:  # rerun-sdk failing in a way of its own
             out.warning(f"no live preview ({e}); recording goes on without it")
             session.preview = Preview("off", [], [])
         if session.preview.url:
@@ -105,6 +114,7 @@ def main(config_path, sim, episodes, episode_time, preview, preview_bind):
             session.run()
         except KeyboardInterrupt:
             out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
+            code = EXIT_INTERRUPTED
         except RecordingError as e:
             out.error(str(e))
             code = EXIT_FAILURE
@@ -122,10 +132,11 @@ def main(config_path, sim, episodes, episode_time, preview, preview_bind):
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         out.message("interrupted before recording started")
+        code = EXIT_INTERRUPTED
     finally:
         keys.stop()
-        if "session" in locals() and session.preview is not None:
-            session.preview.stop()
+        if "session" in locals() and session.preview is not None and (problem := session.preview.stop()):
+            out.warning(problem)
         if source is not None:
             source.disconnect()  # arm: torque off, port closed
         for cam in cameras:
@@ -140,5 +151,13 @@ def _fail(out: Output, message: str, code: int):
     sys.exit(code)
 
 
+def run() -> None:
+    """The slarm-capture command. It exits at once after main(): by then every episode file is
+    saved or discarded, the devices are closed and the terminal is restored, and in Python's
+    teardown rerun-sdk can wait for a viewer that died (it flushes its connection at exit),
+    holding the session open after `done:`."""
+    run_command(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -91,7 +91,7 @@ class EpisodeWriter:
     def __init__(self, path: Path, attrs: dict, state_names: list[str], state_attrs: dict,
                  cameras: list[CameraInfo], max_ticks: int | None = None):
         self.path = path
-        self.max_ticks = max_ticks  # further ticks are ignored (episodes of a fixed length)
+        self.max_ticks = max_ticks  # ticks of the clock an episode of a fixed length lasts, missed ones included
         self.partial = path.with_name(path.name.removesuffix(SUFFIX) + PARTIAL_SUFFIX)
         self.attrs = attrs
         self.state_names = state_names
@@ -126,10 +126,14 @@ class EpisodeWriter:
 
     @property
     def full(self) -> bool:
-        return self.max_ticks is not None and self.ticks_put >= self.max_ticks
+        """An episode of a fixed length has lasted it: max_ticks ticks of the clock since its first,
+        missed ticks included, so that it lasts the seconds asked for however many were missed."""
+        return self.max_ticks is not None and self.first_tick is not None and \
+            self.last_tick.index - self.first_tick.index + 1 >= self.max_ticks
 
     def put(self, tick: Tick) -> None:
-        if self.full:
+        if self.max_ticks is not None and self.first_tick is not None and \
+                tick.index - self.first_tick.index >= self.max_ticks:
             return
         self.last_tick = tick  # before first_tick: the main thread reads last_tick once first_tick is set
         self.ticks_put += 1

@@ -1,5 +1,6 @@
 """Small process helpers shared by the capture session, the simulated devices and slarm-convert."""
 
+import logging
 import os
 import signal
 import sys
@@ -123,3 +124,34 @@ def stops_held():
     finally:
         _Stops.held = False
     raise_if_stopped()
+
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # every slarm command's exit status
+
+
+def run_command(command) -> None:
+    """Run a slarm click command and exit with its status: 0 done, 1 failed, 2 refused before any
+    work (click's own usage errors included), 130 interrupted (click would say "Aborted!" and
+    exit 1). The process exits at once, without Python's teardown: the command has closed its
+    files by then, and the teardown of what it imported (torch, rerun-sdk) only costs time, or
+    waits on a Rerun viewer that died."""
+    import click
+
+    try:
+        status = command.main(standalone_mode=False)
+        status = status if isinstance(status, int) else EXIT_OK
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else EXIT_FAILURE if e.code else EXIT_OK
+    except click.ClickException as e:
+        e.show()
+        status = e.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted", err=True)
+        status = EXIT_INTERRUPTED
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import shlex
 import shutil
@@ -17,7 +16,7 @@ import click
 from capture import config as C
 from capture.arm import zero_shifts
 from capture.episode_file import episode_index
-from capture.processes import stop_on_signals, stops_held
+from capture.processes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, run_command, stop_on_signals, stops_held
 from capture.status import count, disk_full
 
 from . import target as T
@@ -31,7 +30,6 @@ from .stats import check_finite
 from .sources import MAX_GAP_S, Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
 from .workers import Skipped, in_workers, usable_cores
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def parse_size(ctx, param, value):
@@ -95,6 +93,10 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
       slarm-convert raw/so101_pickplace_v1 datasets/so101_pickplace_224 --size 224x224
       slarm-convert raw/day1 raw/day2 datasets/pickplace --push-to-hub me/pickplace
       slarm-convert raw/pad datasets/pad_openpi --format v2.1 --action next-state --size 224x224
+
+    Exit status: 0 done (also when there was nothing to add); 1 failed (no episode could be
+    converted, the disk, the Hub push); 2 refused before any work (an argument, a dataset that
+    differs, another run writing it); 130 interrupted (Ctrl-C, SIGTERM).
     """
     started = time.monotonic()
     stop_on_signals()
@@ -393,7 +395,7 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
-    from .hub import push, redact
+    from .hub import explain, push
 
     cmd = shlex.join(["slarm-convert", *sys.argv[1:]])
     work = None
@@ -409,8 +411,8 @@ def _push(dataset_dir: Path, repo_id: str, private: bool, fmt: str) -> None:
         _fail(f"push to the Hub interrupted. The local dataset {dataset_dir} is intact; run the same command "
               f"again to push it:\n  {cmd}", EXIT_INTERRUPTED)
     except Exception as e:
-        _fail(f"push to the Hub failed ({redact(str(e))}).\nThe local dataset {dataset_dir} is intact; "
-              f"log in (hf auth login) and run the same command again to retry:\n  {cmd}", EXIT_FAILURE)
+        _fail(f"push to the Hub failed: {explain(e, repo_id)}.\nThe local dataset {dataset_dir} is intact; "
+              f"run the same command again to retry:\n  {cmd}", EXIT_FAILURE)
     finally:
         if work is not None:
             _remove_work(work)
@@ -463,15 +465,7 @@ def run() -> None:
     """The slarm-convert command: main(), then exit without Python's teardown of the modules
     LeRobot imports (torch's alone: ~0.5-0.8 s of CPU, freeing memory the process gives back
     anyway). By then every file is closed and the dataset is in place or untouched."""
-    try:
-        main()
-        status = EXIT_OK
-    except SystemExit as e:  # click ends every run with sys.exit(status)
-        status = e.code if isinstance(e.code, int) else EXIT_FAILURE if e.code else EXIT_OK
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    run_command(main)
 
 
 def _fail(message: str, code: int):

@@ -58,3 +58,55 @@ def _known_tokens() -> list[str]:
     except Exception:  # no token stored, an unreadable token file: nothing more to hide
         pass
     return [t for t in tokens if len(t) >= 8]
+
+
+def explain(e: BaseException, repo_id: str) -> str:
+    """What went wrong with a push, in words, and what to do next: no network, the login, the
+    permission, the Hub's rate limit, a server error, or (else) the error itself."""
+    status, text = _status(e), redact(str(e))
+    if _offline(e):
+        return ("the Hub cannot be reached (no network, or huggingface.co's name does not resolve: "
+                f"{_first_line(text)}). Check the connection (and HTTPS_PROXY behind a proxy), then retry")
+    if status == 401 or isinstance(e, _errors("LocalTokenNotFoundError")):
+        return "the Hub does not accept this computer's login (401). Log in with a write token (hf auth login), then retry"
+    if status == 403:
+        return (f"this login may not write to {repo_id} (403). Use a token with write access to that user or "
+                "organization (a fine-grained token needs it listed), then retry")
+    if status == 429:
+        return "the Hub is limiting this account's requests (429). Wait a few minutes, then retry"
+    if status is not None and status >= 500:
+        return f"the Hub had a server error ({status}). Retry later (status: https://status.huggingface.co)"
+    return f"{_first_line(text) or type(e).__name__}. Retry"
+
+
+def _status(e: BaseException | None) -> int | None:
+    while e is not None:
+        response = getattr(e, "response", None)
+        if getattr(response, "status_code", None) is not None:
+            return int(response.status_code)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _offline(e: BaseException | None) -> bool:
+    import socket
+
+    import httpx
+
+    while e is not None:
+        if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, socket.gaierror, ConnectionError)):
+            return True
+        if isinstance(e, _errors("OfflineModeIsEnabled")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _errors(*names: str) -> tuple[type, ...]:
+    from huggingface_hub import errors
+
+    return tuple(getattr(errors, n) for n in names if hasattr(errors, n))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""

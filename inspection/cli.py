@@ -14,7 +14,9 @@ from convert.sources import MAX_GAP_S, holds_episodes, why_no_episodes
 
 from .report import Inspection, inspect
 
-EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE = 0, 1, 2
+from capture.processes import EXIT_FAILURE, EXIT_USAGE, run_command
+from capture.viewer import ViewerError
+
 PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg")
 
 
@@ -45,13 +47,16 @@ def main(target, as_json, plot, rerun_episode, save, decode, max_gap):
       slarm-inspect raw/so101_pickplace_v1 --plot review.png
       slarm-inspect raw/so101_pickplace_v1 --rerun 3
 
-    Exit status: 0; 1 when a file could not be read (it is listed, the rest is shown);
-    2 for a wrong argument.
+    Exit status: 0 done; 1 failed: a file could not be read (it is listed, the rest is
+    shown), or the replay failed; 2 refused before any work (a wrong argument); 130
+    interrupted (Ctrl-C).
     """
     if not target.exists():
         _fail(f"{target}: no such folder or episode file (slarm-capture writes to {{raw_dir}}/{{dataset_name}})")
     if save and rerun_episode is None:
         _fail("--save goes with --rerun EPISODE")
+    if save and not save.parent.is_dir():
+        _fail(f"--rerun {rerun_episode}: cannot write {save} ({save.parent} is not a folder)")
     if plot and plot.suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: give a file name ending in {', '.join(PLOT_FORMATS)}")
     result = inspect(target, decode, max_gap)
@@ -79,13 +84,16 @@ def main(target, as_json, plot, rerun_episode, save, decode, max_gap):
         path = _find(target, rerun_episode)
         try:
             replay(path, save)
+        except ViewerError as e:
+            _fail(f"--rerun {rerun_episode}: {e}", EXIT_FAILURE)
         except (OSError, RuntimeError) as e:  # rerun reports a file it cannot create as RuntimeError
-            _fail(f"--rerun {rerun_episode}: " + (f"cannot write {save} ({e})" if save else f"replay failed ({e})"))
+            _fail(f"--rerun {rerun_episode}: " + (f"cannot write {save} ({e})" if save else f"replay failed ({e})"),
+                  EXIT_FAILURE)
         except Exception as e:  # a damaged file (RawFormatError, or h5py failing on its data)
-            _fail(f"--rerun {rerun_episode}: {path} cannot be replayed ({e})")
+            _fail(f"--rerun {rerun_episode}: {path} cannot be replayed ({e})", EXIT_FAILURE)
         _note(as_json, f"episode {rerun_episode} replayed " + (f"into {save}" if save else "in the Rerun viewer"))
     if result.unreadable:  # for scripts: `slarm-inspect raw/x && slarm-convert ...` stops at a damaged file
-        sys.exit(EXIT_UNREADABLE)
+        sys.exit(EXIT_FAILURE)
 
 
 def table(result: Inspection) -> str:
@@ -142,10 +150,15 @@ def _note(as_json: bool, message: str) -> None:
     click.echo(message, err=as_json)  # keep stdout pure JSON with --json
 
 
-def _fail(message: str):
+def _fail(message: str, code: int = EXIT_USAGE):
     click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
+def run() -> None:
+    """The slarm-inspect command (exit status, and no wait on a Rerun viewer at exit: run_command)."""
+    run_command(main)
 
 
 if __name__ == "__main__":
-    main()
+    run()

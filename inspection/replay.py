@@ -8,15 +8,20 @@ from pathlib import Path
 
 from capture.episode_file import open_episode
 from capture.mjpeg import with_huffman_tables
+from capture.viewer import open_viewer
 
 
 def replay(path: Path, save: Path | None = None) -> None:
-    """Into a spawned viewer, or into an .rrd file (`save`) to open later with `rerun FILE`."""
+    """Into Rerun's viewer (started if none is open; viewer.ViewerError if it cannot start), or
+    into an .rrd file (`save`) to open later with `rerun FILE`."""
     import rerun as rr
 
-    rr.init("slarm-inspect", spawn=save is None)
+    rr.init("slarm-inspect")
     if save is not None:
         rr.save(str(save))
+    else:
+        rr.connect_grpc(open_viewer(then="Write the replay to a file with --save FILE.rrd and open it where a "
+                                    "viewer works (rerun FILE.rrd)").url)
     with open_episode(path) as ep:
         t0 = ep.timestamp[0]
         for i in range(ep.frame_count):

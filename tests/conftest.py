@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pexpect
@@ -147,20 +148,37 @@ LEROBOT_V21 = "0.3.3"  # the last LeRobot release that reads v2.1 datasets (Open
 @pytest.fixture(scope="session")
 def lerobot_v21_python() -> Path:
     """Python of an isolated virtual environment with lerobot 0.3.3, made once per machine and
-    kept in ~/.cache/slarm (or $SLARM_CACHE). Needs the package index the first time (~3 min)."""
+    kept in ~/.cache/slarm (or $SLARM_CACHE). Needs the package index the first time (~3 min).
+    It shares the project's packages where their versions do (a .pth file puts the project's
+    site-packages after its own, so pip installs only what 0.3.3 needs otherwise: its torch,
+    which must be < 2.8, and CUDA libraries, most of its size); made again when those change."""
     cache = Path(os.environ.get("SLARM_CACHE", Path.home() / ".cache" / "slarm"))
     env = cache / f"lerobot-{LEROBOT_V21}"
     python = env / "bin" / "python"
     ready = env / ".slarm-ready"
-    if not ready.exists():
+    shared = sysconfig.get_paths()["purelib"]  # the project's environment: this pytest's
+    want = f"{LEROBOT_V21} sharing {shared} {_installed_fingerprint()}"
+    if not ready.exists() or ready.read_text() != want:
         shutil.rmtree(env, ignore_errors=True)
         cache.mkdir(parents=True, exist_ok=True)
         log = cache / f"lerobot-{LEROBOT_V21}-install.log"
         with log.open("w") as out:
-            ok = subprocess.run([sys.executable, "-m", "venv", str(env)], stdout=out, stderr=out).returncode == 0 and \
-                subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"lerobot=={LEROBOT_V21}"],
-                               stdout=out, stderr=out, stdin=subprocess.DEVNULL, timeout=1800).returncode == 0
+            ok = subprocess.run([sys.executable, "-m", "venv", str(env)], stdout=out, stderr=out).returncode == 0
+            if ok:
+                own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     capture_output=True, text=True).stdout.strip()
+                (Path(own) / "zz-slarm-shared.pth").write_text(shared + "\n")  # after its own packages
+                ok = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"lerobot=={LEROBOT_V21}"],
+                                    stdout=out, stderr=out, stdin=subprocess.DEVNULL, timeout=1800).returncode == 0
         if not ok:
             pytest.fail(f"could not install lerobot {LEROBOT_V21} into {env}; see {log}")
-        ready.write_text(LEROBOT_V21)
+        ready.write_text(want)
     return python
+
+
+def _installed_fingerprint() -> str:
+    """Which packages, at which versions, the project's environment holds."""
+    from importlib.metadata import distributions
+
+    names = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]

@@ -755,24 +755,52 @@ def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypa
     assert datasets.config.HF_DATASETS_CACHE == cache_before, "the datasets cache is put back for later runs"
 
 
-@pytest.mark.parametrize("failure, code, says, then", [
-    (ConnectionError("no network"), 1, "push to the Hub failed (no network)", "run the same command again to retry"),
-    (KeyboardInterrupt(), 130, "push to the Hub interrupted", "run the same command again to push it"),  # Ctrl-C
-], ids=["offline", "ctrl-c"])
-def test_failed_push_keeps_the_dataset_and_says_how_to_retry(raw, tmp_path, monkeypatch, failure, code, says, then):
+def hub_error(status: int):
+    """What huggingface_hub raises for an HTTP status, its text echoing the request's token."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    request = httpx.Request("POST", "https://huggingface.co/api/repos/create",
+                            headers={"authorization": "Bearer hf_SecretSecretSecret1"})
+    return HfHubHTTPError(f"{status} Client Error for url {request.url} (authorization: Bearer hf_SecretSecretSecret1)",
+                          response=httpx.Response(status, request=request))
+
+
+def hub_failures():
+    import httpx
+
+    return [
+        (httpx.ConnectError("[Errno -3] Temporary failure in name resolution"), 1,
+         "push to the Hub failed: the Hub cannot be reached (no network, or huggingface.co's name does not resolve"),
+        (hub_error(401), 1, "push to the Hub failed: the Hub does not accept this computer's login (401). Log in "
+                            "with a write token (hf auth login), then retry."),
+        (hub_error(403), 1, "push to the Hub failed: this login may not write to me/pickplace (403)."),
+        (hub_error(429), 1, "push to the Hub failed: the Hub is limiting this account's requests (429). Wait a few "
+                            "minutes, then retry."),
+        (hub_error(503), 1, "push to the Hub failed: the Hub had a server error (503). Retry later"),
+        (KeyboardInterrupt(), 130, "push to the Hub interrupted"),  # Ctrl-C
+    ]
+
+
+@pytest.mark.parametrize("case", range(6), ids=["offline", "login", "permission", "rate-limit", "server", "ctrl-c"])
+def test_failed_push_says_what_happened_keeps_the_dataset_and_how_to_retry(raw, tmp_path, monkeypatch, case):
     import lerobot.datasets.lerobot_dataset as lrd
 
-    class Offline(FakeHub):
+    failure, code, says = hub_failures()[case]
+
+    class Failing(FakeHub):
         def create_repo(self, **kw):
             raise failure
 
-    monkeypatch.setattr(lrd, "HfApi", Offline)
+    monkeypatch.setattr(lrd, "HfApi", Failing)
     out = tmp_path / "ds"
     args = [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--task", "pick it up"]
     monkeypatch.setattr(sys, "argv", ["slarm-convert", *args])  # as the user typed it
     result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main, args)
     assert result.exit_code == code, result.output
     assert says in result.output
+    assert "hf_Secret" not in result.output and "Bearer" not in result.output, "no token is printed"
+    then = "run the same command again to push it" if code == 130 else "run the same command again to retry"
     assert f"The local dataset {out} is intact" in result.output and then in result.output
     retry = result.output.rstrip().splitlines()[-1]
     assert shlex.split(retry) == ["slarm-convert", *args], "the retry command can be pasted as it is"
