@@ -81,18 +81,19 @@ def test_an_interrupted_command_exits_130(raw, tmp_path, stop):
 
 
 def test_episode_time_is_seconds_of_the_clock_even_when_ticks_are_missed(tmp_path):
-    """The recorder is stopped for a second mid-episode (SIGSTOP: a machine that stalls): the
-    episode still ends 3 s after it began, the missed ticks counted, not recorded later."""
+    """The recorder is stopped for half a second mid-episode (SIGSTOP: a machine that stalls;
+    a second would also make the camera's newest frame look stale, a camera fault): the episode
+    still ends 3 s after it began, the missed ticks counted, not recorded later."""
     cfg = write_config(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "--config", str(cfg), "--sim", "--episodes", "1",
                              "--episode-time", "3", "--preview", "off"], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
-        if "recording 1 episode" in line:
+        if line.startswith("Recording episode 0"):  # the status line, once the episode has begun
             break
-    time.sleep(1.0)
+    time.sleep(0.8)
     proc.send_signal(signal.SIGSTOP)
-    time.sleep(1.0)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGCONT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
@@ -100,5 +101,5 @@ def test_episode_time_is_seconds_of_the_clock_even_when_ticks_are_missed(tmp_pat
         ticks = ep.tick_index[-1] + 1
         assert ticks == 90, f"3 s at 30 fps is 90 ticks of the clock, {ticks} were taken"
         assert ep.timestamp[-1] < 3.0
-        assert ep.attrs["missed_ticks"] >= 20, "the stall's ticks are missed, and counted"
+        assert ep.attrs["missed_ticks"] >= 10, "the stall's ticks are missed, and counted"
         assert np.all(np.diff(ep.tick_index) > 0)

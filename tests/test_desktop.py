@@ -140,8 +140,7 @@ def test_a_viewer_that_dies_at_once_is_explained_and_holds_nothing_open(tmp_path
 
 def test_the_viewer_is_found_without_an_activated_environment(tmp_path):
     """Run by path (.venv/bin/slarm-capture, pipx, uv tool): PATH does not hold the environment's
-    bin folder, and the viewer still starts (here: a recording written to an .rrd through it is
-    not needed; that it listens is enough)."""
+    bin folder (where Rerun's own spawn looks), and the viewer executable is still found and runs."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
     env["PATH"] = "/usr/bin:/bin"
     code = ("from capture.viewer import rerun_binary; import subprocess; "

@@ -117,7 +117,7 @@ def test_kill_9_while_converting_leaves_the_old_or_the_new_dataset(raw, tmp_path
         outcomes["old" if episodes == 1 else "new"] += 1
         assert tree_digest(raw) == raw_before, f"run {run}: the raw files are untouched"
         if episodes == 2:  # back to the one-episode dataset, to kill the next append
-            shutil.rmtree_digest(out)
+            shutil.rmtree(out)
             shutil.copytree(old, out)
     print(f"{RUNS} kills: {outcomes['old']} left the old dataset, {outcomes['new']} the new one")
     r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
