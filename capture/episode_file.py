@@ -33,6 +33,7 @@ import numpy as np
 
 from .device_identity import Identity
 from .device_identity import from_attrs as identity_from_attrs
+from .status import listed
 
 FORMAT_VERSION = 2
 READS = (1, 2)  # format 1: a repeated JPEG frame is stored again at every tick that got it
@@ -389,7 +390,7 @@ def open_episode(path: Path) -> RawEpisode:
         # look unreadable.
         f = h5py.File(path, "r", locking=False)
     except Exception as e:  # OSError for most damage; others for damage h5py does not expect
-        raise RawFormatError(f"{path.name}: not a readable HDF5 file ({_reason(e)})") from None
+        raise RawFormatError(f"{path.name}: not a readable HDF5 file ({reason(e)})") from None
     try:
         ep = _read(path, f)
         _check_values(ep)
@@ -399,7 +400,7 @@ def open_episode(path: Path) -> RawEpisode:
         raise
     except Exception as e:  # a damaged file can fail anywhere in h5py: KeyError, OSError, AttributeError, ...
         f.close()
-        raise RawFormatError(f"{path.name}: damaged or incomplete ({_reason(e)})") from None
+        raise RawFormatError(f"{path.name}: damaged or incomplete ({reason(e)})") from None
 
 
 def _read(path: Path, f: h5py.File) -> RawEpisode:
@@ -484,16 +485,15 @@ def longest_gap(ep: RawEpisode) -> tuple[float, int]:
     return float(steps[row]) / ep.fps, row
 
 
-def _rows(mask: np.ndarray, shown: int = 5) -> str:
-    """'3, 4, 9' or '3, 4, 9, 10, 11, ... (40 in all)' for the rows where `mask` holds; '' for none."""
-    rows = np.flatnonzero(mask)
-    listed = ", ".join(map(str, rows[:shown].tolist()))
-    return listed + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
+def _rows(mask: np.ndarray) -> str:
+    """The rows where `mask` holds ('3, 4, 9', '3, 4, 9, 10, 11, ... (40 in all)'); '' for none."""
+    return listed(np.flatnonzero(mask).tolist())
 
 
-def _reason(e: BaseException) -> str:
-    """An exception from reading a damaged file in plain words: HDF5's own, a missing name, or
-    the kind of error when it says nothing."""
+def reason(e: BaseException) -> str:
+    """An exception from reading a damaged file in plain words: HDF5's own ("Can't synchronously
+    read data (address of object past end of allocation)"), a missing name, or the kind of error
+    when it says nothing."""
     text = e.args[0] if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str) else str(e)
     text = " ".join(text.split())
     if isinstance(e, KeyError) and text and " " not in text:

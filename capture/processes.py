@@ -10,6 +10,18 @@ from pathlib import Path
 STOPS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if sys.platform != "win32" else ())
 
 
+def stop_process(proc) -> None:
+    """End a child process (subprocess.Popen) of ours: asked first, killed after 3 s."""
+    import subprocess
+
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def alive(pid: int) -> bool:
     """Whether a process with this id exists."""
     try:

@@ -82,3 +82,9 @@ def disk_full(e: BaseException | None) -> bool:
 def count(n: int, noun: str) -> str:
     """'1 episode', '2 episodes'."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def listed(items, shown: int = 5) -> str:
+    """'3, 4, 9', or the first `shown` and how many in all: '1, 2, 3, ... (40 in all)'."""
+    items = [str(i) for i in items]
+    return ", ".join(items[:shown]) + (f", ... ({len(items)} in all)" if len(items) > shown else "")

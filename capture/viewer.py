@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .processes import stop_process
+
 WEB_PORT, GRPC_PORT = 9090, 9876  # Rerun's own defaults: the web viewer (HTTP) and the data (gRPC)
 LOOPBACK = "127.0.0.1"
 START_S = 15.0  # a viewer on a slow machine (software rendering) takes a few seconds to listen
@@ -49,12 +51,7 @@ class Process:
         return last_words(self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self.forget_log()
 
     def forget_log(self) -> None:

@@ -17,7 +17,7 @@ from capture import config as C
 from capture.arm import zero_shifts
 from capture.episode_file import episode_index
 from capture.processes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, run_command, stop_on_signals, stops_held
-from capture.status import count, disk_full
+from capture.status import count, disk_full, listed
 
 from . import target as T
 from . import v21, v30
@@ -26,8 +26,8 @@ from .frames import RESIZE_MODES
 from .joint_units import UNITS, why_not
 from .prepare import prepare_episode
 from .settings import DEVICES, FORMATS, Settings
-from .stats import check_finite
 from .sources import MAX_GAP_S, Source, find, holds_episodes, is_lerobot_dataset, why_no_episodes
+from .stats import check_finite
 from .workers import Skipped, in_workers, usable_cores
 
 
@@ -109,8 +109,8 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
             _fail(f"config error: {e}", EXIT_USAGE)
         sizes = {c.name: (c.target_width, c.target_height) for c in cfg.cameras}
         if size is None and len(set(sizes.values())) > 1:
-            listed = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
-            _fail(f"config error: {config_path}: the cameras' target sizes differ ({listed}); slarm-convert "
+            differ = ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items())
+            _fail(f"config error: {config_path}: the cameras' target sizes differ ({differ}); slarm-convert "
                   "writes one image size for every camera: make them equal, or give --size WxH", EXIT_USAGE)
         size = size or next(iter(sizes.values()))
         if repo_id is None and cfg.hub.push_to_hub:
@@ -349,8 +349,7 @@ def _warn_calibrations(sources: list[Source]) -> None:
         if moved := zero_shifts(first.calibration, src.calibration):
             others.setdefault(", ".join(moved), []).append(src.path.name)
     for moved, names in others.items():
-        listed = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
-        click.echo(f"warning: {listed} {'were' if len(names) > 1 else 'was'} recorded with another calibration of "
+        click.echo(f"warning: {listed(names, 3)} {'were' if len(names) > 1 else 'was'} recorded with another calibration of "
                    f"the arm than {first.path.name} ({moved}): the same pose reads other joint angles in them; "
                    "convert them into a separate dataset if that matters", err=True)
 
@@ -367,8 +366,7 @@ def _warn_other_cameras(sources: list[Source]) -> None:
             if not src.identities[name].same_device(first.identities[name]):
                 others.setdefault(str(src.identities[name]), []).append(src.path)
         for other, paths in others.items():
-            listed = ", ".join(p.name for p in paths[:3]) + (f", ... ({len(paths)} in all)" if len(paths) > 3 else "")
-            click.echo(f"warning: {listed} {'were' if len(paths) > 1 else 'was'} recorded with another camera as "
+            click.echo(f"warning: {listed((p.name for p in paths), 3)} {'were' if len(paths) > 1 else 'was'} recorded with another camera as "
                        f"'{name}', {other}, than {first.path.name}, {first.identities[name]}: camera numbers change "
                        "order after a reboot or replug, so check that they show the same view (slarm-inspect "
                        f"{paths[0].parent} --rerun {episode_index(paths[0])}); convert them into a separate dataset "
@@ -377,8 +375,7 @@ def _warn_other_cameras(sources: list[Source]) -> None:
 
 def _frames(rows: list[int], shown: int = 10) -> str:
     """'frame 20', 'frames 20, 57', 'frames 1, 2, ..., 10, ... (25 in all)'."""
-    listed = ", ".join(map(str, rows[:shown])) + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
-    return f"frame{'s' if len(rows) > 1 else ''} {listed}"
+    return f"frame{'s' if len(rows) > 1 else ''} {listed(rows, shown)}"
 
 
 def _check_repo_id(repo_id: str) -> None:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from capture.episode_file import reason
 from capture.processes import STOPS, raise_if_stopped
 from capture.status import count, disk_full
 
@@ -142,10 +143,4 @@ def _run(job, source: Source, *args):
     except Exception as e:
         if disk_full(e):
             raise
-        return Skipped(f"{source.path}: damaged: {_reason(e)}")
-
-
-def _reason(e: Exception) -> str:
-    """HDF5's own words where it failed ("Can't synchronously read data (address of object past end
-    of allocation)"), or the kind of error where it has none."""
-    return " ".join(str(e).split()) or type(e).__name__
+        return Skipped(f"{source.path}: damaged: {reason(e)}")

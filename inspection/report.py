@@ -19,6 +19,7 @@ import numpy as np
 
 from capture.episode_file import episode_index, list_episodes, longest_gap, open_episode
 from capture.mjpeg import structure_problem
+from capture.status import listed
 from convert.sources import MAX_GAP_S
 
 LOW_FPS = 0.95  # flag below this fraction of the configured fps
@@ -149,8 +150,7 @@ def frame_problems(ep, decode: bool = False) -> list[str]:
             if problem is not None:
                 found.setdefault(problem, []).append(i)
         for problem, rows in found.items():
-            listed = ", ".join(map(str, rows[:5])) + (f", ... ({len(rows)} in all)" if len(rows) > 5 else "")
-            flags.append(f"{cam.name}: frame{'s' if len(rows) > 1 else ''} {listed}: {problem}")
+            flags.append(f"{cam.name}: frame{'s' if len(rows) > 1 else ''} {listed(rows)}: {problem}")
     return flags
 
 

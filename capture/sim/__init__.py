@@ -27,7 +27,7 @@ from ..arm import ArmError, SO101Arm
 from ..cameras import Camera, CameraError
 from ..config import CameraConfig, Config
 from ..device_identity import Identity
-from ..processes import alive
+from ..processes import alive, stop_process
 from .camera_server import HEADER
 from .gamepad import SimGamepad, VirtualPad
 
@@ -60,12 +60,7 @@ class DeviceProcess:
         return self.proc.pid if self.proc else None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 def _readline(proc: subprocess.Popen, timeout_s: float) -> bytes:
