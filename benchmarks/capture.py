@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from capture.episode_file import open_episode  # noqa: E402
+from slarm.raw import open_episode  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
         cfg["recording"]["fps"] = a.fps
         cfg["raw_dir"] = f"{tmp}/raw"
         (Path(tmp) / "config.json").write_text(json.dumps(cfg))
-        cmd = [sys.executable, "-m", "capture.cli", "--config", f"{tmp}/config.json", "--sim",
+        cmd = [sys.executable, "-m", "slarm.capture.cli", "--config", f"{tmp}/config.json", "--sim",
                "--episodes", "1", "--episode-time", str(a.seconds), "--preview", "off"]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         cpu_start = wall_start = None
@@ -66,7 +66,8 @@ def main() -> None:
     cpu_pct = 100 * (cpu_end - cpu_start) / (wall_end - wall_start)
     print(f"capture benchmark: {a.seconds:g} s at {a.fps} fps, {a.cameras} x 1920x1080 MJPEG camera(s), preview off")
     print(f"  achieved fps        {(n - 1) / duration:.2f}")
-    print(f"  tick deviation      p50 {np.percentile(dev_ms, 50):.2f} ms   p99 {np.percentile(dev_ms, 99):.2f} ms   max {dev_ms.max():.2f} ms")
+    p50, p99 = np.percentile(dev_ms, [50, 99])
+    print(f"  tick deviation      p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {dev_ms.max():.2f} ms")
     print(f"  missed ticks        {missed}")
     print(f"  capture CPU         {cpu_pct:.1f} % of one core")
     print(f"  written             {size_mb / duration:.1f} MB/s ({size_mb:.0f} MB, {n} ticks)")

@@ -40,10 +40,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode  # noqa: E402
-from capture.cameras import Frame  # noqa: E402
-from capture.sim.camera_server import encoded_frames  # noqa: E402
-from convert.workers import usable_cores  # noqa: E402
+from slarm.capture.cameras import Frame  # noqa: E402
+from slarm.capture.sim.camera_server import encoded_frames  # noqa: E402
+from slarm.convert.workers import usable_cores  # noqa: E402
+from slarm.raw import CameraInfo, EpisodeWriter, Tick, open_episode  # noqa: E402
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
@@ -124,7 +124,7 @@ def main() -> None:
             for workers, runs in timings.items():
                 out = Path(tmp) / f"slarm-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
-                runs.append(timed([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", str(workers),
+                runs.append(timed([sys.executable, "-m", "slarm.convert.cli", str(raw), str(out), "--workers", str(workers),
                                    "--device", a.device, "--codec", a.codec]))
             if not a.no_baseline:
                 out = Path(tmp) / "straightforward"

@@ -1,6 +1,6 @@
 """Writer benchmark: what adding many episodes to one LeRobot v3.0 dataset costs slarm-convert's
 main process, with LeRobot's writer appending each episode's video to the video file as it
-comes (a remux of the whole file each time), and as slarm-convert does it (convert/v30.py:
+comes (a remux of the whole file each time), and as slarm-convert does it (slarm/convert/v30.py:
 each file joined once).
 
     .venv/bin/python benchmarks/writer.py                  # 200 episodes of 300 frames
@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the convert package, not benchmarks/convert.py
 
 from benchmarks.convert import make_raw  # noqa: E402
-from convert import v30  # noqa: E402
-from convert.prepare import prepare_episode  # noqa: E402
-from convert.settings import Settings  # noqa: E402
-from convert.sources import find  # noqa: E402
+
+from slarm.convert import v30  # noqa: E402
+from slarm.convert.prepare import prepare_episode  # noqa: E402
+from slarm.convert.settings import Settings  # noqa: E402
+from slarm.convert.sources import find  # noqa: E402
 
 
 def write(root: Path, source, episode, copies: Path, n: int, lerobots_appends: bool) -> tuple[float, float]:

@@ -103,21 +103,21 @@ def recalibrate(episode: Path) -> None:
 def capture(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run slarm-capture to the end, without a terminal (as CI or a script would)."""
     return subprocess.run(
-        [sys.executable, "-m", "capture.cli", *args],
+        [sys.executable, "-m", "slarm.capture.cli", *args],
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT,
     )
 
 
 def start_capture(*args: str) -> subprocess.Popen:
     """Start slarm-capture without a terminal, to read what it prints (stdout and stderr) line by line."""
-    return subprocess.Popen([sys.executable, "-m", "capture.cli", *args], cwd=ROOT, text=True,
+    return subprocess.Popen([sys.executable, "-m", "slarm.capture.cli", *args], cwd=ROOT, text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def spawn_capture(*args: str, timeout: float = 60) -> pexpect.spawn:
     """Start slarm-capture in a pseudo-terminal, to drive it with real key presses."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    return pexpect.spawn(sys.executable, ["-m", "capture.cli", *args], cwd=str(ROOT), env=env,
+    return pexpect.spawn(sys.executable, ["-m", "slarm.capture.cli", *args], cwd=str(ROOT), env=env,
                          timeout=timeout, encoding="utf-8", dimensions=(40, 200))
 
 

@@ -3,7 +3,7 @@ what it starts) fails with the given error, as on NFS without its lock service (
 Lustre mounted without flock (ENOSYS). A seccomp filter, installed before the command starts;
 Linux on x86_64 or aarch64. Exit 99 where the filter cannot be installed.
 
-    python tests/no_file_locks.py ENOLCK python -m capture.cli --config ...
+    python tests/no_file_locks.py ENOLCK python -m slarm.capture.cli --config ...
 """
 
 import ctypes

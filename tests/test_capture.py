@@ -18,12 +18,22 @@ import h5py
 import numpy as np
 import pytest
 
-from capture.cameras import STALE_AFTER_S, CameraError, Frame
-from capture.episode_file import FORMAT_VERSION, CameraInfo, EpisodeWriter, RawFormatError, Tick, open_episode
-from capture.mjpeg import without_huffman_tables
-from capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
-from conftest import (RECALIBRATED, ROOT, capture, device_pids, episodes_dir, on_small_disk, recalibrate, spawn_capture,
-                      start_capture, write_config)
+from conftest import (
+    RECALIBRATED,
+    ROOT,
+    capture,
+    device_pids,
+    episodes_dir,
+    on_small_disk,
+    recalibrate,
+    spawn_capture,
+    start_capture,
+    write_config,
+)
+from slarm.capture.cameras import STALE_AFTER_S, CameraError, Frame
+from slarm.capture.sim.camera_server import FRAMES, barcode_value, encoded_frames
+from slarm.mjpeg import without_huffman_tables
+from slarm.raw import FORMAT_VERSION, CameraInfo, EpisodeWriter, RawFormatError, Tick, open_episode
 
 
 def arm_writes(output: str, what: str = "torque") -> list[str]:
@@ -270,14 +280,14 @@ def test_a_full_disk_stops_recording_and_keeps_saved_episodes(config):
 
 SLOW_DISK = """
 import time
-import capture.episode_file as E, capture.session as S
+import slarm.raw as E, slarm.capture.session as S
 write = E.EpisodeWriter._append
 def slowly(self, f, row, tick):
     time.sleep(0.2)  # a disk that takes in 5 ticks a second, a sixth of the simulated camera's frames
     return write(self, f, row, tick)
 E.EpisodeWriter._append = slowly
 S.memory_available = lambda: 80_000_000  # a machine with 80 MB free, a quarter of which may wait
-from capture.cli import main
+from slarm.capture.cli import main
 main()
 """
 
@@ -322,7 +332,7 @@ def test_too_little_disk_space_is_shown_and_an_episode_that_cannot_fit_is_not_st
     config = write_config(tmp_path)
     cfg = json.loads(config.read_text()) | {"raw_dir": str(disk / "raw")}
     config.write_text(json.dumps(cfg))
-    r = on_small_disk(disk, "25m", f"{sys.executable} -m capture.cli --config {config} --sim --episodes 3 "
+    r = on_small_disk(disk, "25m", f"{sys.executable} -m slarm.capture.cli --config {config} --sim --episodes 3 "
                                    f"--episode-time 2 --preview off; rc=$?; cp -a {disk}/raw {kept}; exit $rc")
     assert r.returncode == 1, r.stdout + r.stderr
     assert re.search(r"Recording episode 0 .*\| disk full in \ds", r.stdout), r.stdout
@@ -362,7 +372,7 @@ def test_bad_config_names_the_field(tmp_path, change, expected):
 
 
 def test_camera_device_given_as_text_is_the_camera_index(tmp_path):
-    from capture import config as C
+    from slarm.capture import config as C
 
     path = write_config(tmp_path, cameras=[{"name": "wrist", "device": "2"}, {"name": "top", "device": "/dev/video4"}],
                         _note="keys starting with _ are notes")
@@ -391,8 +401,8 @@ def test_arm_not_found_says_how_to_find_its_port_and_reconnecting_stays_one_line
     import subprocess
     import sys
 
-    from capture.sim.arm_server import calibration
     from conftest import ROOT
+    from slarm.capture.sim.arm_server import calibration
 
     (tmp_path / "cal").mkdir()
     (tmp_path / "cal" / "desk_arm.json").write_text(json.dumps(calibration()))
@@ -406,10 +416,10 @@ def test_arm_not_found_says_how_to_find_its_port_and_reconnecting_stays_one_line
     # (in a process of its own: LeRobot's import starts threads, and later tests fork)
     code = f"""
 import io
-from capture import config as C
-from capture.arm import SO101Arm
-from capture.session import Session
-from capture.status import Output
+from slarm.capture import config as C
+from slarm.capture.arm import SO101Arm
+from slarm.capture.session import Session
+from slarm.capture.status import Output
 cfg = C.load({str(path)!r})
 stream = io.StringIO()
 session = Session(cfg, SO101Arm(cfg.robot), [], Output(stream), keys=None, preview=None)
@@ -427,13 +437,13 @@ def test_servos_that_miss_the_first_handshake_are_connected_and_a_silent_arm_is_
     """Servos powered a moment before the port opens (or a reply lost on the bus) miss LeRobot's
     handshake once: the arm is tried again for up to ANSWER_WITHIN_S, then the message says what
     to check."""
-    from capture.sim import DeviceProcess
+    from slarm.capture.sim import DeviceProcess
 
     port = tmp_path / "ttyACM0"  # the simulated arm writes its calibration into cal/
     path = write_config(tmp_path, robot={"id": "desk_arm", "port": str(port), "calibration_dir": str(tmp_path / "cal")})
     code = f"""
-from capture import config as C
-from capture.arm import ArmError, SO101Arm
+from slarm.capture import config as C
+from slarm.capture.arm import ArmError, SO101Arm
 arm = SO101Arm(C.load({str(path)!r}).robot)
 try:
     arm.connect()
@@ -444,7 +454,7 @@ arm.disconnect()
 """
     said = {}
     for silent in (6, 10**9):  # the six pings of one handshake; never a reply (powered off)
-        arm = DeviceProcess("arm", ["capture.sim.arm_server", "--link", str(port), "--calibration-dir",
+        arm = DeviceProcess("arm", ["slarm.capture.sim.arm_server", "--link", str(port), "--calibration-dir",
                                     str(tmp_path / "cal"), "--robot-id", "desk_arm", "--silent-packets", str(silent)],
                             tmp_path)
         arm.ensure_running()
@@ -463,7 +473,7 @@ def test_motors_without_the_calibration_may_be_the_leader_arm_and_are_not_calibr
     """With the leader arm plugged in too, the follower's port number can be the leader's after a
     reboot or replug: its motors do not hold the follower's calibration. The message says so
     before the calibrate command, which would write the leader's calibration as the follower's."""
-    from capture.sim.arm_server import calibration
+    from slarm.capture.sim.arm_server import calibration
 
     follower = calibration()  # the file: the follower's; the simulated motors hold calibration(), the leader's
     follower["shoulder_pan"]["homing_offset"] += 40
@@ -471,7 +481,7 @@ def test_motors_without_the_calibration_may_be_the_leader_arm_and_are_not_calibr
     cal_file = tmp_path / "cal" / "desk_arm.json"
     cal_file.write_text(json.dumps(follower))
     port = tmp_path / "ttyACM0"
-    server = subprocess.Popen([sys.executable, "-m", "capture.sim.arm_server", "--link", str(port), "--calibration-dir",
+    server = subprocess.Popen([sys.executable, "-m", "slarm.capture.sim.arm_server", "--link", str(port), "--calibration-dir",
                                str(tmp_path / "cal"), "--robot-id", "desk_arm"], stdout=subprocess.PIPE, cwd=ROOT)
     try:
         assert server.stdout.readline().startswith(b"ready")
@@ -495,9 +505,9 @@ def test_an_arm_port_given_by_number_is_shown_with_its_adapter_and_the_path_that
     """Leader and follower each have a USB serial adapter; /dev/ttyACM0 is whichever was found
     first. Connected, the arm is shown with its adapter (model, USB port, serial number) and the
     udev path that always opens that adapter."""
-    from capture import device_identity
-    from capture.arm import SO101Arm
-    from capture.config import RobotConfig
+    from slarm.capture import device_identity
+    from slarm.capture.arm import SO101Arm
+    from slarm.config import RobotConfig
 
     monkeypatch.setattr(device_identity, "SYSFS", tmp_path / "sys" / "class")
     monkeypatch.setattr(device_identity, "DEV", tmp_path / "dev")
@@ -787,8 +797,8 @@ class UsbCamera:
 
 
 def usb_camera(monkeypatch, modes, clock: str = "monotonic", device_file: int | str = 0):
-    from capture import cameras
-    from capture.config import CameraConfig
+    from slarm.capture import cameras
+    from slarm.config import CameraConfig
 
     ok, jpeg = cv2.imencode(".jpg", np.full((1080, 1920, 3), 90, np.uint8))
     device = UsbCamera(modes, jpeg.tobytes(), clock)
@@ -920,7 +930,7 @@ def test_a_camera_number_that_opens_another_camera_after_a_replug_is_not_reconne
     power glitch) /dev/video0, the wrist camera's number, can be the laptop's webcam. The session
     reconnects a camera only to the camera it started with, and says where that one is now and
     which path always opens it; a camera with a serial number is still itself on another port."""
-    from capture import device_identity
+    from slarm.capture import device_identity
 
     monkeypatch.setattr(device_identity, "SYSFS", tmp_path / "sys" / "class")
     monkeypatch.setattr(device_identity, "DEV", tmp_path / "dev")

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from capture.episode_file import open_episode
 from conftest import ROOT, episodes_dir, write_config
+from slarm.raw import open_episode
 
-COMMANDS = {"slarm-capture": "capture.cli", "slarm-convert": "convert.cli", "slarm-inspect": "inspection.cli"}
+COMMANDS = {"slarm-capture": "slarm.capture.cli", "slarm-convert": "slarm.convert.cli", "slarm-inspect": "slarm.inspect.cli"}
 
 
 def run(module: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -66,12 +66,12 @@ def interrupt(args: list[str], after: str, stop: signal.Signals, timeout: float 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "SIGTERM"])
 def test_an_interrupted_command_exits_130(raw, tmp_path, stop):
     cfg = write_config(tmp_path)
-    code, said = interrupt(["capture.cli", "--config", str(cfg), "--sim", "--episodes", "3", "--episode-time", "30",
+    code, said = interrupt(["slarm.capture.cli", "--config", str(cfg), "--sim", "--episodes", "3", "--episode-time", "30",
                             "--preview", "off"], "recording 3 episodes", stop)
     assert code == 130 and "interrupted" in said and "Traceback" not in said, said
     for i in range(3, 40):  # enough frames that decoding every one takes seconds
         shutil.copy(raw / "episode_000000.h5", raw / f"episode_{i:06d}.h5")
-    proc = subprocess.Popen([sys.executable, "-m", "inspection.cli", str(raw), "--decode"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "slarm.inspect.cli", str(raw), "--decode"], cwd=ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
@@ -85,7 +85,7 @@ def test_episode_time_is_seconds_of_the_clock_even_when_ticks_are_missed(tmp_pat
     a second would also make the camera's newest frame look stale, a camera fault): the episode
     still ends 3 s after it began, the missed ticks counted, not recorded later."""
     cfg = write_config(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "--config", str(cfg), "--sim", "--episodes", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "slarm.capture.cli", "--config", str(cfg), "--sim", "--episodes", "1",
                              "--episode-time", "3", "--preview", "off"], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:

@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from capture.episode_file import open_episode
-from capture.sim.camera_server import barcode_value, encoded_frames
 from conftest import RECALIBRATED, ROOT, capture, episodes_dir, on_small_disk, recalibrate, tree_digest, write_config
-from convert.encoding import CODECS, VideoWriter, codec_options
-from convert.frames import to_image, to_yuv420, training_images, training_images_torch, yuv420_to_rgb
-from convert.settings import Settings
-from convert.stats import ImageHistogram, image_stats, sample_indices
-from convert.timeline import grid_rows
-from convert.workers import WORKER_NICENESS, usable_cores
+from slarm.capture.sim.camera_server import barcode_value, encoded_frames
+from slarm.convert.encoding import CODECS, VideoWriter, codec_options
+from slarm.convert.frames import to_image, to_yuv420, training_images, training_images_torch, yuv420_to_rgb
+from slarm.convert.settings import Settings
+from slarm.convert.stats import ImageHistogram, image_stats, sample_indices
+from slarm.convert.timeline import grid_rows
+from slarm.convert.workers import WORKER_NICENESS, usable_cores
+from slarm.raw import open_episode
 
 
 def convert(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "convert.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "slarm.convert.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
@@ -106,7 +106,7 @@ def test_converting_and_appending_leave_nothing_in_the_users_cache(raw, tmp_path
     env = os.environ | {"HF_HOME": str(tmp_path / "hf")}
     out = tmp_path / "ds"
     for folder in (first, raw):  # a new dataset, then an append
-        r = subprocess.run([sys.executable, "-m", "convert.cli", str(folder), str(out)], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "slarm.convert.cli", str(folder), str(out)], capture_output=True,
                            text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=300, env=env)
         assert r.returncode == 0, r.stdout + r.stderr
     left = [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
@@ -232,11 +232,12 @@ def test_lerobot_joint_units_follow_lerobots_normalization_over_the_whole_turn(t
     """Each joint over the whole turn, motors turned the other way (drive_mode 1), the gripper
     past its calibrated range (LeRobot holds it to 0-100): the radians slarm-capture reads, in
     LeRobot's units, are what LeRobot's so101_follower reads at the same motor positions."""
-    from capture.arm import JOINT_NAMES, SO101Arm
-    from capture.config import RobotConfig
-    from capture.sim.arm_server import calibration
-    from convert import joint_units
-    from convert.sources import Source
+    from slarm.capture.arm import SO101Arm
+    from slarm.capture.sim.arm_server import calibration
+    from slarm.config import RobotConfig
+    from slarm.convert import joint_units
+    from slarm.convert.sources import Source
+    from slarm.so101 import JOINT_NAMES
 
     cal = calibration()
     cal["elbow_flex"]["drive_mode"] = cal["gripper"]["drive_mode"] = 1
@@ -307,7 +308,7 @@ def one_episode_dataset(raw: Path, tmp_path: Path) -> Path:
 
 def start_until(marker: str, raw: Path, out: Path, **popen) -> subprocess.Popen:
     """`slarm-convert raw out --workers 1`, returned once `marker` appears in its work folder."""
-    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out), "--workers", "1"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "slarm.convert.cli", str(raw), str(out), "--workers", "1"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
     while not list(out.parent.glob(f".slarm-work-{out.name}-*/{marker}")):
         assert proc.poll() is None, f"the run ended before {marker} appeared"
@@ -377,7 +378,7 @@ def test_a_stop_waits_for_a_step_that_must_not_be_cut_in_two(stop):
     process has other threads (LeRobot's writer does), which the signal may reach instead."""
     r = subprocess.run([sys.executable, "-c", f"""if True:
         import os, signal, threading, time
-        from capture.processes import stop_on_signals, stops_held
+        from slarm.common import stop_on_signals, stops_held
         stop_on_signals()
         threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
         try:
@@ -399,7 +400,7 @@ def test_a_ctrl_c_that_a_library_swallowed_still_stops_the_run():
     as each episode is taken from the workers."""
     r = subprocess.run([sys.executable, "-c", """if True:
         import os, signal
-        from capture.processes import raise_if_stopped, stop_on_signals
+        from slarm.common import raise_if_stopped, stop_on_signals
         stop_on_signals()
         raise_if_stopped()
         try:
@@ -422,7 +423,7 @@ def test_workers_default_to_the_cores_it_may_use(raw, tmp_path):
     if len(cores) < 2:
         pytest.skip("needs 2 cores to tell one worker from one per core")
     out = tmp_path / "ds"
-    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out)], cwd=ROOT, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "slarm.convert.cli", str(raw), str(out)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=lambda: os.sched_setaffinity(0, {min(cores)}))
     while not list(tmp_path.glob(".slarm-work-ds-*/encoded/episode-0/wrist/video.mp4")):
@@ -439,7 +440,7 @@ def test_workers_run_below_the_process_that_writes_the_dataset(raw, tmp_path):
     episodes are prepared, then writes each one): every thread of every worker, the video
     encoder's included, runs at a lower priority than it, which keeps its own."""
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(tmp_path / "ds"), "--workers", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "slarm.convert.cli", str(raw), str(tmp_path / "ds"), "--workers", "2"],
                             cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     seen: dict[tuple[int, int], int] = {}  # (worker, thread) -> its nice value
@@ -513,10 +514,10 @@ def test_a_full_disk_leaves_the_dataset_as_it_was(raw, tmp_path):
     disk, before, after = tmp_path / "disk", tmp_path / "before", tmp_path / "after"
     ds = disk / "ds"
     r = on_small_disk(disk, "4m", f"""
-        {sys.executable} -m convert.cli {first} {ds} > /dev/null || exit 98
+        {sys.executable} -m slarm.convert.cli {first} {ds} > /dev/null || exit 98
         cp -a {ds} {before}
         dd if=/dev/zero of={disk}/filler bs=64k 2> /dev/null
-        {sys.executable} -m convert.cli {raw} {ds}; rc=$?
+        {sys.executable} -m slarm.convert.cli {raw} {ds}; rc=$?
         rm {disk}/filler; ls -A {disk} > {tmp_path}/left.txt; cp -a {ds} {after}
         exit $rc""")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -548,16 +549,16 @@ def test_raw_and_dataset_folders_on_network_disks_without_file_locks(tmp_path):
     back to a lock of its own, with ENOLCK it gives up (a home folder on such a disk would need
     HF_HOME elsewhere)."""
     cfg = write_config(tmp_path)
-    r = without_file_locks("ENOLCK", "capture.cli", "--config", cfg, "--sim", "--episodes", "1", "--episode-time",
+    r = without_file_locks("ENOLCK", "slarm.capture.cli", "--config", cfg, "--sim", "--episodes", "1", "--episode-time",
                            "1", "--preview", "off")
     assert r.returncode == 0 and "done: 1 episode saved" in r.stdout, r.stdout + r.stderr
     raw = episodes_dir(cfg)
-    r = without_file_locks("ENOLCK", "inspection.cli", raw, "--json")
+    r = without_file_locks("ENOLCK", "slarm.inspect.cli", raw, "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["unreadable"] == [] and [e["frames"] for e in report["episodes"]] == [30], r.stdout
     out = tmp_path / "ds"
-    r = without_file_locks("ENOSYS", "convert.cli", raw, out)
+    r = without_file_locks("ENOSYS", "slarm.convert.cli", raw, out)
     assert r.returncode == 0 and "done: 1 episode added" in r.stdout, r.stdout + r.stderr
     assert load(out).num_episodes == 1
 
@@ -641,13 +642,13 @@ def test_a_frame_the_camera_gave_to_several_ticks_is_decoded_once(raw, monkeypat
         frames[41], seq[41], sent[41] = jpegs[44], seq[40], sent[44]  # the number of frame 40, other bytes
     decodes = []
     name = "_decode_bgr" if decoder == "opencv" else "_torch_images"
-    decode = getattr(sys.modules["convert.frames"], name)
+    decode = getattr(sys.modules["slarm.convert.frames"], name)
 
     def counted(*args):
         decodes.append(len(args[2]) if decoder == "torch" else 1)
         return decode(*args)
 
-    monkeypatch.setattr(f"convert.frames.{name}", counted)
+    monkeypatch.setattr(f"slarm.convert.frames.{name}", counted)
     with open_episode(file) as ep:
         rows, _ = grid_rows(ep.tick_index)
         cams = tuple((n, c.width, c.height) for n, c in ep.cameras.items())
@@ -739,7 +740,7 @@ def test_push_to_hub_calls_the_upload_with_its_arguments(raw, tmp_path, monkeypa
     monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub", lambda self, **kw: FakeHub.calls.append(("card", (), kw)))
     out = tmp_path / "ds"
     cache_before = datasets.config.HF_DATASETS_CACHE
-    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main,
+    result = CliRunner().invoke(__import__("slarm.convert.cli", fromlist=["main"]).main,
                                 [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--private"])
     assert result.exit_code == 0, result.output
     names = [c[0] for c in FakeHub.calls]
@@ -796,7 +797,7 @@ def test_failed_push_says_what_happened_keeps_the_dataset_and_how_to_retry(raw, 
     out = tmp_path / "ds"
     args = [str(raw), str(out), "--workers", "1", "--push-to-hub", "me/pickplace", "--task", "pick it up"]
     monkeypatch.setattr(sys, "argv", ["slarm-convert", *args])  # as the user typed it
-    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main, args)
+    result = CliRunner().invoke(__import__("slarm.convert.cli", fromlist=["main"]).main, args)
     assert result.exit_code == code, result.output
     assert says in result.output
     assert "hf_Secret" not in result.output and "Bearer" not in result.output, "no token is printed"
@@ -878,7 +879,7 @@ def test_episode_tables_skip_only_a_no_op_embedding(tmp_path):
     from lerobot.datasets.io_utils import embed_images
     from PIL import Image
 
-    from convert.v30 import skip_embedding_without_images
+    from slarm.convert.v30 import skip_embedding_without_images
 
     skip_embedding_without_images()
     embed = dataset_writer.embed_images
@@ -911,7 +912,7 @@ def test_encoding_leaves_no_real_time_threads(tmp_path):
     code = f"""
 import os, numpy as np
 from pathlib import Path
-from convert.encoding import VideoWriter
+from slarm.convert.encoding import VideoWriter
 w = VideoWriter(Path({str(tmp_path / "v.mp4")!r}), 30, "libsvtav1", 1)
 for i in range(20):
     w.add(np.full((64, 64, 3), i * 10, np.uint8))
@@ -935,9 +936,9 @@ def test_writer_joins_each_video_file_once_into_what_lerobots_writer_writes(tmp_
     from lerobot.datasets import dataset_writer
     from lerobot.datasets.video_utils import concatenate_video_files
 
-    from convert import v30
-    from convert.prepare import prepare_episode
-    from convert.sources import find
+    from slarm.convert import v30
+    from slarm.convert.prepare import prepare_episode
+    from slarm.convert.sources import find
 
     cfg = write_config(tmp_path, cameras=[{"name": "wrist", "capture_width": 640, "capture_height": 480},
                                           {"name": "scene", "capture_width": 320, "capture_height": 240}])

@@ -13,9 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from damage import DAMAGE, bit_rot, damaged_copy, frames, gap
 
 from conftest import ROOT, capture, write_config
+from damage import DAMAGE, bit_rot, damaged_copy, frames, gap
 
 
 def run(module: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_a_damaged_file_is_named_and_skipped_and_the_others_converted(raw, tmp_p
     bad = damaged_copy(good[0], raw / "episode_000002.h5", how)
     out = tmp_path / "ds"
 
-    r = run("convert.cli", raw, out, "--workers", "2")
+    r = run("slarm.convert.cli", raw, out, "--workers", "2")
     said = r.stdout + r.stderr
     assert r.returncode == 0, said
     assert "Traceback" not in said and "Corrupt JPEG" not in said, said
@@ -54,14 +54,14 @@ def test_a_damaged_file_is_named_and_skipped_and_the_others_converted(raw, tmp_p
     assert [e["source"] for e in slarm["episodes"]] == [f"{raw.name}/{p.name}" for p in good], \
         "the raw folder's name and the file's, not the user's absolute path"
 
-    r = run("inspection.cli", raw, "--json")
+    r = run("slarm.inspect.cli", raw, "--json")
     assert "Traceback" not in r.stdout + r.stderr and r.returncode in (0, 1), r.stdout + r.stderr
     report = json.loads(r.stdout)
     unreadable = [u for u in report["unreadable"] if u["file"] == str(bad)]
     flagged = [e for e in report["episodes"] if e["file"] == str(bad) and e["flags"]]
     if how == "bit-rotted JPEGs":  # whole JPEGs, which only a decoder finds corrupt: --decode
         assert not flagged
-        r = run("inspection.cli", raw, "--json", "--decode")
+        r = run("slarm.inspect.cli", raw, "--json", "--decode")
         flagged = [e for e in json.loads(r.stdout)["episodes"] if e["file"] == str(bad) and e["flags"]]
         assert any("Corrupt JPEG data: premature end of data segment" in f for f in flagged[0]["flags"]), flagged
     assert unreadable or flagged, report
@@ -75,7 +75,7 @@ def test_frames_the_decoder_finds_corrupt_are_replaced_and_named(raw, tmp_path):
     and named, and libjpeg's line never reaches the terminal."""
     file = sorted(raw.glob("*.h5"))[0]
     frames(bit_rot, share=0.05)(file)
-    r = run("convert.cli", raw, tmp_path / "ds", "--workers", "1")
+    r = run("slarm.convert.cli", raw, tmp_path / "ds", "--workers", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"warning: {file}: camera wrist: frames 1, 2 could not be decoded" in r.stderr, r.stderr
     assert "Corrupt JPEG" not in r.stdout + r.stderr
@@ -85,19 +85,19 @@ def test_frames_the_decoder_finds_corrupt_are_replaced_and_named(raw, tmp_path):
 def test_a_longer_max_gap_lets_a_paused_episode_through(raw, tmp_path):
     paused = sorted(raw.glob("*.h5"))[0]
     gap(2)(paused)
-    r = run("inspection.cli", paused, "--json")
+    r = run("slarm.inspect.cli", paused, "--json")
     assert any(f.startswith("a gap of 2.0s after tick 19") for f in json.loads(r.stdout)["episodes"][0]["flags"])
-    r = run("convert.cli", raw, tmp_path / "ds", "--max-gap", "2.5")
+    r = run("slarm.convert.cli", raw, tmp_path / "ds", "--max-gap", "2.5")
     assert r.returncode == 0 and "done: 2 episodes added" in r.stdout, r.stdout + r.stderr
     assert "(60 repeated for missed ticks)" in r.stdout, "the pause is filled, as the user asked"
-    r = run("inspection.cli", paused, "--json", "--max-gap", "2.5")
+    r = run("slarm.inspect.cli", paused, "--json", "--max-gap", "2.5")
     assert not any("gap" in f for f in json.loads(r.stdout)["episodes"][0]["flags"]), r.stdout
 
 
 def test_all_files_damaged_is_a_failure_that_names_them(raw, tmp_path):
     for p in raw.glob("*.h5"):
         p.write_text("not HDF5")
-    r = run("convert.cli", raw, tmp_path / "ds")
+    r = run("slarm.convert.cli", raw, tmp_path / "ds")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.count("not a readable HDF5 file") == 2
     assert "no complete raw episodes in" in r.stderr and "(2 damaged files)" in r.stderr
@@ -122,7 +122,7 @@ def test_resume_after_a_damaged_last_episode_records_after_it(tmp_path):
 
 def test_a_zero_frame_episode_is_flagged_not_ok(raw):
     bad = damaged_copy(sorted(raw.glob("*.h5"))[0], raw / "episode_000002.h5", "no frames")
-    r = run("inspection.cli", raw)
+    r = run("slarm.inspect.cli", raw)
     row = next(line for line in r.stdout.splitlines() if line.startswith("2 "))
     assert "no frames" in row and not row.endswith("ok"), r.stdout
     assert bad.exists()
@@ -132,14 +132,14 @@ def test_frames_cut_short_or_of_another_size_are_flagged_without_decoding(raw):
     file = sorted(raw.glob("*.h5"))[0]
     with h5py.File(file, "r+") as f:
         f["cameras/wrist"].attrs["width"] = 1280
-    r = run("inspection.cli", file, "--json")
+    r = run("slarm.inspect.cli", file, "--json")
     flags = json.loads(r.stdout)["episodes"][0]["flags"]
     assert any("1920x1080, not the 1280x1080 the file says" in f for f in flags), flags
     other = sorted(raw.glob("*.h5"))[1]
     with h5py.File(other, "r+") as f:
         stored = f["cameras/wrist/frames"]
         stored[5] = stored[5][:1000]
-    flags = json.loads(run("inspection.cli", other, "--json").stdout)["episodes"][0]["flags"]
+    flags = json.loads(run("slarm.inspect.cli", other, "--json").stdout)["episodes"][0]["flags"]
     assert flags == ["wrist: frame 5: no JPEG end marker (cut short)"], flags
 
 
@@ -157,7 +157,7 @@ def test_values_that_become_file_names_are_checked(tmp_path):
 
 
 def test_hub_errors_are_printed_without_tokens():
-    from convert.hub import redact
+    from slarm.convert.hub import redact
 
     text = ("401 Client Error: Unauthorized for url: https://huggingface.co/api/repos/create "
             "headers={'authorization': 'Bearer hf_AbCdEfGhIjKlMnOpQrStUv', 'user-agent': 'x'} token=hf_Zz99Zz99Zz99")
@@ -173,7 +173,7 @@ def test_the_simulated_hardware_folder_goes_with_the_session(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "SLARM_KEEP_SIM"}
     cfg = write_config(tmp_path)
-    args = [sys.executable, "-m", "capture.cli", "--config", str(cfg), "--sim", "--episodes", "1",
+    args = [sys.executable, "-m", "slarm.capture.cli", "--config", str(cfg), "--sim", "--episodes", "1",
             "--episode-time", "30", "--preview", "off"]
     for stop in (signal.SIGINT, signal.SIGKILL):
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -213,7 +213,7 @@ def test_lerobots_temporary_files_go_in_the_work_folder(raw, tmp_path):
     shutil.copy(sorted(raw.glob("*.h5"))[0], first)
     out = tmp_path / "ds"
     for folder in (first, raw):
-        r = subprocess.run([sys.executable, "-m", "convert.cli", str(folder), str(out)], cwd=ROOT, env=env,
+        r = subprocess.run([sys.executable, "-m", "slarm.convert.cli", str(folder), str(out)], cwd=ROOT, env=env,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
     assert list(tmp.iterdir()) == [], "nothing left in $TMPDIR"
@@ -221,10 +221,10 @@ def test_lerobots_temporary_files_go_in_the_work_folder(raw, tmp_path):
 
 def test_a_work_folder_left_after_the_swap_is_removed_when_nothing_is_added(raw, tmp_path):
     out = tmp_path / "ds"
-    assert run("convert.cli", raw, out).returncode == 0
+    assert run("slarm.convert.cli", raw, out).returncode == 0
     left = tmp_path / ".slarm-work-ds-99999" / "dataset"  # a run killed right after the swap: the old dataset
     shutil.copytree(out, left)
-    r = run("convert.cli", raw, out)
+    r = run("slarm.convert.cli", raw, out)
     assert r.returncode == 0 and "nothing to add" in r.stdout, r.stdout + r.stderr
     assert not left.parent.exists()
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir()), sorted([".ds.slarm-convert-lock", "ds", "raw"]))

@@ -78,7 +78,7 @@ def test_desktop_keys_record_save_discard_and_quit(tmp_path, display):
     """SPACE, R and ESC as X key events (the keys of a desktop, read by pynput while any window
     has the focus): an episode saved, one discarded, then quit."""
     config = write_config(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "capture.cli", "--config", str(config), "--sim", "--preview", "off"],
+    proc = subprocess.Popen([sys.executable, "-m", "slarm.capture.cli", "--config", str(config), "--sim", "--preview", "off"],
                             cwd=ROOT, env=desktop_env(display), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     out = Lines(proc)
@@ -123,7 +123,7 @@ def test_a_viewer_that_dies_at_once_is_explained_and_holds_nothing_open(tmp_path
     config = write_config(tmp_path)
     env = desktop_env(display, **fake_viewer(tmp_path, DRIVER))
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "capture.cli", "--config", str(config), "--sim", "--episodes", "1",
+    r = subprocess.run([sys.executable, "-m", "slarm.capture.cli", "--config", str(config), "--sim", "--episodes", "1",
                         "--episode-time", "1"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -132,7 +132,7 @@ def test_a_viewer_that_dies_at_once_is_explained_and_holds_nothing_open(tmp_path
     assert "done: 1 episode saved" in r.stdout
     assert time.monotonic() - started < 60
 
-    r = subprocess.run([sys.executable, "-m", "inspection.cli", str(episodes_dir(config)), "--rerun", "0"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "slarm.inspect.cli", str(episodes_dir(config)), "--rerun", "0"], cwd=ROOT,
                        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and f"the Rerun viewer did not start: {DRIVER}" in r.stderr, r.stdout + r.stderr
     assert "--save" in r.stderr and "Traceback" not in r.stderr
@@ -143,7 +143,7 @@ def test_the_viewer_is_found_without_an_activated_environment(tmp_path):
     bin folder (where Rerun's own spawn looks), and the viewer executable is still found and runs."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
     env["PATH"] = "/usr/bin:/bin"
-    code = ("from capture.viewer import rerun_binary; import subprocess; "
+    code = ("from slarm.viewer import rerun_binary; import subprocess; "
             "print(subprocess.run([str(rerun_binary()), '--version'], capture_output=True, text=True).stdout)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("rerun"), r.stdout + r.stderr

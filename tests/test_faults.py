@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 from conftest import ROOT, tree_digest, write_config
-
-from capture.episode_file import list_episodes, open_episode
+from slarm.raw import list_episodes, open_episode
 
 RUNS = int(os.environ.get("SLARM_FAULT_RUNS", "10"))
 
@@ -62,7 +61,7 @@ def test_kill_9_while_recording_loses_no_saved_episode(tmp_path):
     rng = seeded()
     cfg = write_config(tmp_path)
     folder = tmp_path / "raw" / "so101_pickplace_v1"
-    args = ["capture.cli", "--config", str(cfg), "--sim", "--episodes", "3", "--episode-time", "0.7", "--preview", "off"]
+    args = ["slarm.capture.cli", "--config", str(cfg), "--sim", "--episodes", "3", "--episode-time", "0.7", "--preview", "off"]
     saved: dict[str, str] = {}
     unfinished = 0
     for run in range(RUNS):
@@ -97,12 +96,12 @@ def test_kill_9_while_converting_leaves_the_old_or_the_new_dataset(raw, tmp_path
     first = tmp_path / "first" / raw.name
     first.mkdir(parents=True)
     shutil.copy(sorted(raw.glob("*.h5"))[0], first)
-    assert subprocess.run([sys.executable, "-m", "convert.cli", str(first), str(out)], cwd=ROOT,
+    assert subprocess.run([sys.executable, "-m", "slarm.convert.cli", str(first), str(out)], cwd=ROOT,
                           capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
     old = tmp_path / "old"
     shutil.copytree(out, old)
     before, raw_before = tree_digest(out), tree_digest(raw)
-    args = ["convert.cli", str(raw), str(out), "--workers", "2"]
+    args = ["slarm.convert.cli", str(raw), str(out), "--workers", "2"]
     outcomes = {"old": 0, "new": 0}
     for run in range(RUNS):
         kill_at(args, rng.uniform(0.0, 12.0))

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from capture.episode_file import open_episode
-from convert.encoding import check_codec
-from convert.frames import Undecodable, training_images, training_images_torch
-from convert.settings import Settings
-from convert.timeline import grid_rows
+from slarm.convert.encoding import check_codec
+from slarm.convert.frames import Undecodable, training_images, training_images_torch
+from slarm.convert.settings import Settings
+from slarm.convert.timeline import grid_rows
+from slarm.raw import open_episode
 from test_convert import column, convert, damage_frames, load
 
 GPU = torch.cuda.is_available()

@@ -15,18 +15,18 @@ import h5py
 import numpy as np
 import pytest
 
-from capture.cameras import Frame
-from capture.episode_file import CameraInfo, EpisodeWriter, Tick, open_episode
-from capture.mjpeg import with_huffman_tables
 from conftest import ROOT, capture, episodes_dir, tree_digest, write_config
-from test_mjpeg import tables_before_scan
+from slarm.capture.cameras import Frame
+from slarm.mjpeg import with_huffman_tables
+from slarm.raw import CameraInfo, EpisodeWriter, Tick, open_episode
 from test_convert import convert, load
+from test_mjpeg import tables_before_scan
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
 
 def inspect(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "inspection.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "slarm.inspect.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
 
 

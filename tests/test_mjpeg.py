@@ -1,11 +1,11 @@
-"""Frames as many USB webcams send MJPEG: without Huffman tables (capture/mjpeg.py)."""
+"""Frames as many USB webcams send MJPEG: without Huffman tables (slarm/mjpeg.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from capture.mjpeg import with_huffman_tables, without_huffman_tables
-from capture.sim.camera_server import encoded_frames
+from slarm.capture.sim.camera_server import encoded_frames
+from slarm.mjpeg import with_huffman_tables, without_huffman_tables
 
 
 def tables_before_scan(jpeg: bytes) -> bool:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from capture.episode_file import open_episode
 from conftest import ROOT, capture, episodes_dir, tree_digest, write_config
+from slarm.raw import open_episode
 from test_capture import unplug_during_second_episode
 from test_convert import FakeHub, convert
 
@@ -179,7 +179,7 @@ def test_v21_converts_to_v30_with_lerobot_06_script(raw, tmp_path):
 
 
 def test_v21_append_rerun_refusal_and_kill(raw, tmp_path):
-    from convert.v21 import verify
+    from slarm.convert.v21 import verify
 
     first = tmp_path / "first" / "pad"
     first.mkdir(parents=True)
@@ -195,7 +195,7 @@ def test_v21_append_rerun_refusal_and_kill(raw, tmp_path):
     assert tree_digest(out) == before
 
     for delay in (0.5, 1.5, 2.5):  # killed at any moment: the old dataset or the complete new one
-        proc = subprocess.Popen([sys.executable, "-m", "convert.cli", str(raw), str(out), "--format", "v2.1",
+        proc = subprocess.Popen([sys.executable, "-m", "slarm.convert.cli", str(raw), str(out), "--format", "v2.1",
                                  "--action", "next-state", "--size", "224x224", "--workers", "1"],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -222,7 +222,7 @@ def test_v21_push_uploads_the_folder_and_tags_v21(raw, tmp_path, monkeypatch):
     FakeHub.calls = []
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
     out = tmp_path / "openpi"
-    result = CliRunner().invoke(__import__("convert.cli", fromlist=["main"]).main,
+    result = CliRunner().invoke(__import__("slarm.convert.cli", fromlist=["main"]).main,
                                 [str(raw), str(out), "--format", "v2.1", "--workers", "1",
                                  "--push-to-hub", "me/pad_openpi", "--private"])
     assert result.exit_code == 0, result.output

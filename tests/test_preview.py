@@ -38,7 +38,7 @@ def _address(hex_address: str, width: int) -> str:
 
 
 def serve(config: Path, *extra: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-    return subprocess.Popen([*prefix, sys.executable, "-m", "capture.cli", "--config", str(config), "--sim",
+    return subprocess.Popen([*prefix, sys.executable, "-m", "slarm.capture.cli", "--config", str(config), "--sim",
                              "--episodes", "1", "--episode-time", "60", "--preview", "serve", *extra],
                             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from convert.frames import fit
-from convert.timeline import actions, grid_rows
+from slarm.convert.frames import fit
+from slarm.convert.timeline import actions, grid_rows
 
 
 def test_missed_ticks_repeat_the_nearest_frame_and_are_counted():

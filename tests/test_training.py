@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.episode_file import open_episode
-from capture.sim import DeviceProcess
-from capture.sim.camera_server import barcode_value
-from convert.timeline import grid_rows
+from slarm.capture.sim import DeviceProcess
+from slarm.capture.sim.camera_server import barcode_value
+from slarm.convert.timeline import grid_rows
+from slarm.raw import open_episode
 from test_convert import convert, load, motor_ticks, one_episode_dataset
 
 
@@ -113,7 +113,7 @@ def test_lerobot_replays_the_dataset_on_the_arm_in_its_units(raw, tmp_path):
     out = tmp_path / "ds"
     assert convert(raw, out, "--joint-units", "lerobot").returncode == 0
     events = tmp_path / "arm-events.txt"
-    arm = DeviceProcess("arm", ["capture.sim.arm_server", "--link", str(tmp_path / "ttyARM"), "--calibration-dir",
+    arm = DeviceProcess("arm", ["slarm.capture.sim.arm_server", "--link", str(tmp_path / "ttyARM"), "--calibration-dir",
                                 str(tmp_path / "calibration"), "--robot-id", "follower", "--events", str(events)], tmp_path)
     arm.ensure_running()
     try:

@@ -1,0 +1,1 @@
+"""slarm: record robot demonstrations and turn them into LeRobot datasets."""

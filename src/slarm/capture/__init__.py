@@ -1,0 +1,1 @@
+"""slarm-capture: the recorder (devices, sampling loop, episode files, preview)."""

@@ -1,0 +1,1 @@
+"""slarm-inspect: check raw episodes before converting them, plot and replay them."""
