@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
@@ -19,6 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # The simulated hardware's folder stays after a session, for tests that read the arm's writes
 # from it (arm_writes); removed when the tests end. tests/test_damaged.py checks the default.
 os.environ["SLARM_KEEP_SIM"] = "1"
+
+
+# Tests are in two layers: the fast one runs in this process (config, arguments, raw format,
+# timeline, frames, stats, the dataset folder's rules), `scripts/test -m "not e2e"`, in under a
+# minute; the end-to-end one (marked e2e) runs the commands as a user does, on the simulated rig.
+# A test that records or converts through these fixtures is end-to-end by that alone.
+E2E_FIXTURES = {"recorded", "raw", "lerobot_v21_python"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,6 +52,26 @@ def tree_digest(root: Path) -> str:
         if p.is_file():
             h.update(str(p.relative_to(root)).encode() + p.read_bytes())
     return h.hexdigest()
+
+
+@dataclass
+class Ran:
+    exit_code: int
+    output: str  # stdout and stderr, in the order written
+
+
+def invoke(command, args: list[str]) -> Ran:
+    """Run a slarm click command in this process as its console script does (errors.exit_status:
+    the one place that turns errors into messages and exit statuses), catching what it prints."""
+    import contextlib
+    import io
+
+    from slarm.errors import exit_status
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = exit_status(command, [str(a) for a in args])
+    return Ran(code, out.getvalue())
 
 
 def write_config(folder: Path, **overrides) -> Path:

@@ -16,6 +16,8 @@ import pytest
 from conftest import ROOT, episodes_dir, write_config
 from slarm.raw import open_episode
 
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
+
 COMMANDS = {"slarm-capture": "slarm.capture.cli", "slarm-convert": "slarm.convert.cli", "slarm-inspect": "slarm.inspect.cli"}
 
 

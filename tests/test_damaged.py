@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT, capture, write_config
 from damage import DAMAGE, bit_rot, damaged_copy, frames, gap
 
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
+
 
 def run(module: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import ROOT, episodes_dir, write_config
 
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
+
 needs_x = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
                              reason="needs Xvfb and xdotool (Debian: apt-get install xvfb xdotool; scripts/test "
                                     "installs them when run as root)")

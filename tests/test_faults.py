@@ -14,8 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, tree_digest, write_config
 from slarm.raw import list_episodes, open_episode
+
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
 
 RUNS = int(os.environ.get("SLARM_FAULT_RUNS", "10"))
 

@@ -22,6 +22,8 @@ from slarm.raw import CameraInfo, EpisodeWriter, Tick, open_episode
 from test_convert import convert, load
 from test_mjpeg import tables_before_scan
 
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
+
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
 

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import ROOT, capture, episodes_dir, tree_digest, write_config
+from conftest import ROOT, capture, episodes_dir, invoke, tree_digest, write_config
+from converting import convert
+from recording import unplug_during_second_episode
+from slarm.convert.cli import main as convert_main
 from slarm.raw import open_episode
-from test_capture import unplug_during_second_episode
-from test_convert import FakeHub, convert
+from test_hub import FakeHub
+
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
 
 AXES = ["left_x", "left_y", "right_x", "right_y", "l2_trigger", "r2_trigger"]
 TASK = "pick up the bottle and place it on the yellow square"
@@ -222,7 +225,7 @@ def test_v21_push_uploads_the_folder_and_tags_v21(raw, tmp_path, monkeypatch):
     FakeHub.calls = []
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
     out = tmp_path / "openpi"
-    result = CliRunner().invoke(__import__("slarm.convert.cli", fromlist=["main"]).main,
+    result = invoke(convert_main,
                                 [str(raw), str(out), "--format", "v2.1", "--workers", "1",
                                  "--push-to-hub", "me/pad_openpi", "--private"])
     assert result.exit_code == 0, result.output

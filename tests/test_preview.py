@@ -12,6 +12,8 @@ import pytest
 
 from conftest import ROOT, write_config
 
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
+
 PORTS = (9090, 9876)  # Rerun's web viewer and its data server
 
 

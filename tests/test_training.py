@@ -11,12 +11,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from slarm.capture.sim import DeviceProcess
 from slarm.capture.sim.camera_server import barcode_value
 from slarm.convert.timeline import grid_rows
 from slarm.raw import open_episode
 from test_convert import convert, load, motor_ticks, one_episode_dataset
+
+pytestmark = pytest.mark.e2e  # the commands as a user runs them (conftest.py)
 
 
 def test_every_frame_reaches_training_as_smolvla_asks_for_it(raw, tmp_path):

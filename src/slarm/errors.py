@@ -21,9 +21,14 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class SlarmError(Exception):
-    """The work failed; the text says what happened and what to do (it is the whole message)."""
+    """The work failed; the text says what happened and what to do (it is the whole message).
+    `shown`: the command has said it already, in its place among its other lines."""
 
     exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str = "", *, shown: bool = False):
+        super().__init__(message)
+        self.shown = shown
 
 
 class Refused(SlarmError):
@@ -63,7 +68,8 @@ def exit_status(command, args: list[str] | None = None) -> int:
         status = command.main(args, standalone_mode=False)
         return status if isinstance(status, int) else EXIT_OK
     except SlarmError as e:
-        click.echo(f"error: {e}", err=True)
+        if not e.shown:
+            click.echo(f"error: {e}", err=True)
         return e.exit_code
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_FAILURE if e.code else EXIT_OK

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from slarm import lerobot_private as private
 from slarm.capture.device_identity import device_users
 from slarm.common import first_line
 from slarm.config import RobotConfig
+from slarm.errors import Refused, SlarmError
 from slarm.so101 import JOINT_NAMES, TICKS_PER_TURN
 
 from . import device_identity as ids
@@ -26,11 +28,11 @@ READ_RETRIES = 2
 ANSWER_WITHIN_S = 1.0  # connecting: how long the servos may take to answer LeRobot's handshake
 
 
-class ArmError(RuntimeError):
+class ArmError(SlarmError):
     """The arm cannot be read (unplugged, powered off, bus error)."""
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(Refused):
     """The calibration file is missing or does not match the motors. The message says what to run."""
 
 
@@ -111,7 +113,7 @@ class SO101Arm:
         adapter is plugged in."""
         deadline = time.monotonic() + ANSWER_WITHIN_S
         while True:
-            self.bus.port_handler.is_using = False  # a read cut off by a fault leaves the SDK's port marked busy
+            private.release_port(self.bus)
             try:
                 self.bus.connect()
                 return

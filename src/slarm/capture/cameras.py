@@ -19,6 +19,7 @@ import numpy as np
 
 from slarm.capture.device_identity import device_users
 from slarm.config import CameraConfig
+from slarm.errors import SlarmError
 
 from . import device_identity as ids
 
@@ -26,8 +27,13 @@ STALE_AFTER_S = 1.0  # no new frame for this long: the camera is treated as gone
 MAX_DRIVER_DELAY_S = 0.5  # a driver timestamp older than this at read() is not on our clock
 
 
-class CameraError(RuntimeError):
-    """A camera cannot deliver frames (unplugged, busy, wrong mode)."""
+class CameraError(SlarmError):
+    """A camera cannot deliver frames (unplugged, busy, wrong mode); `camera`: its name, where
+    the session must know which camera failed."""
+
+    def __init__(self, message: str, camera: str | None = None):
+        super().__init__(message)
+        self.camera = camera
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class Camera:
         """Open the device, start the reader, wait for the first frame. A reconnect opens only
         the camera the session started with: camera numbers can change when cameras are replugged."""
         if self._thread is not None and self._thread.is_alive():  # left behind by disconnect(), see there
-            raise CameraError(f"camera '{self.name}' ({self.cfg.device}): its last read is still waiting on the driver")
+            raise CameraError(f"camera '{self.name}' ({self.cfg.device}): its last read is still waiting on the driver",
+                              self.name)
         found = self.identify()
         if self.identity is not None and found is not None and not found.same_device(self.identity):
             raise CameraError(
@@ -105,9 +112,9 @@ class Camera:
         """The newest frame. Raises CameraError if the camera failed or went silent."""
         frame, error = self._frame, self._error
         if error is not None:
-            raise CameraError(f"camera '{self.name}' failed: {error}")
+            raise CameraError(f"camera '{self.name}' failed: {error}", self.name)
         if frame is None or time.monotonic() - frame.time > STALE_AFTER_S:
-            raise CameraError(f"camera '{self.name}' sent no frame for {STALE_AFTER_S:.0f} s")
+            raise CameraError(f"camera '{self.name}' sent no frame for {STALE_AFTER_S:.0f} s", self.name)
         return frame
 
     def disconnect(self) -> None:

@@ -7,19 +7,14 @@ import sys
 import click
 
 from slarm import config as C
-from slarm.capture.arm import ArmError, CalibrationError, SO101Arm
-from slarm.capture.status import Output
-from slarm.common import count, stop_on_signals
-from slarm.errors import run_command
-from slarm.viewer import ViewerError
+from slarm.common import stop_on_signals
+from slarm.errors import Refused, run_command
 
-from .cameras import CameraError, make_camera
-from .gamepad import Gamepad, GamepadError
-from .keys import Keys, has_display
-from .preview import LOOPBACK, MODES, Preview
-from .session import AutoEpisodes, RecordingError, Session, SessionError
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .keys import Keys
+from .preview import LOOPBACK, MODES
+from .recorder import record
+from .session import AutoEpisodes
+from .status import Output
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,101 +51,21 @@ def main(config_path, sim, episodes, episode_time, preview, preview_bind):
     try:
         cfg = C.load(config_path)
     except C.ConfigError as e:
-        _fail(out, f"config error: {e}", EXIT_USAGE)
+        raise Refused(f"config error: {e}") from None
     if (episodes is None) != (episode_time is None):
-        _fail(out, "--episodes and --episode-time go together, e.g. --episodes 5 --episode-time 20", EXIT_USAGE)
+        raise Refused("--episodes and --episode-time go together, e.g. --episodes 5 --episode-time 20")
     auto = AutoEpisodes(episodes, episode_time) if episodes else None
 
     sys.setswitchinterval(0.001)  # hand the interpreter to the sampling thread promptly when it wakes
     stop_on_signals()
     keys = Keys()
     if auto is None and keys.start() == "none":
-        _fail(out, "no keyboard to control the session (no terminal, no display). "
-                   "Run it in a terminal, or record hands-free with --episodes N --episode-time SECONDS", EXIT_USAGE)
+        raise Refused("no keyboard to control the session (no terminal, no display). "
+                      "Run it in a terminal, or record hands-free with --episodes N --episode-time SECONDS")
     if auto is not None:
         keys.start()
 
-    rig = None
-    source = None  # the state source: the arm or the gamepad
-    cameras = []
-    code = EXIT_OK
-    try:
-        if sim:
-            from .sim import SimRig
-
-            rig = SimRig(cfg)
-            source = rig.gamepad() if cfg.robot.type == "gamepad" else rig.arm()
-            cameras = [rig.camera(c, cfg.camera_fps(c)) for c in cfg.cameras]
-        else:
-            source = Gamepad(cfg.robot) if cfg.robot.type == "gamepad" else SO101Arm(cfg.robot)
-            cameras = [make_camera(c, cfg.camera_fps(c)) for c in cfg.cameras]
-
-        session = Session(cfg, source, cameras, out, keys, preview=None, auto=auto)
-        session.prepare()
-
-        source.connect()
-        out.message(source.describe())
-        for cam in cameras:
-            cam.connect()
-            out.message(cam.describe())
-        if rig is not None:
-            out.message(rig.describe())
-
-        mode = preview or ("spawn" if has_display() else "serve")
-        session.preview = Preview(mode, list(source.state_names), cameras, bind=preview_bind)
-        try:
-            session.preview.start()
-        except ViewerError as e:
-            out.warning(f"no live preview: {e}; recording goes on without it")
-            session.preview = Preview("off", [], [])
-        except Exception as e:  # rerun-sdk failing in a way of its own
-            out.warning(f"no live preview ({e}); recording goes on without it")
-            session.preview = Preview("off", [], [])
-        if session.preview.url:
-            out.message(f"live preview: open {session.preview.url} in a browser; {session.preview.ssh_hint()}")
-            if not session.preview.local:
-                out.warning(f"the live preview listens on {preview_bind}: anyone who can reach this computer there "
-                            "can watch the cameras and the joints (leave out --preview-bind to keep it on this computer)")
-
-        try:
-            session.run()
-        except KeyboardInterrupt:
-            out.message("interrupted: the current episode (if any) is discarded, saved episodes are kept")
-            code = EXIT_INTERRUPTED
-        except RecordingError as e:
-            out.error(str(e))
-            code = EXIT_FAILURE
-        out.close()
-        saved = count(session.saved, "episode")
-        out.message(f"done: {saved} saved, {session.discarded} discarded, in {cfg.episodes_dir}")
-    except CalibrationError as e:
-        out.error(str(e))
-        code = EXIT_USAGE
-    except SessionError as e:
-        out.error(str(e))
-        code = EXIT_USAGE
-    except (ArmError, GamepadError, CameraError) as e:
-        out.error(str(e))
-        code = EXIT_FAILURE
-    except KeyboardInterrupt:
-        out.message("interrupted before recording started")
-        code = EXIT_INTERRUPTED
-    finally:
-        keys.stop()
-        if "session" in locals() and session.preview is not None and (problem := session.preview.stop()):
-            out.warning(problem)
-        if source is not None:
-            source.disconnect()  # arm: torque off, port closed
-        for cam in cameras:
-            cam.disconnect()
-        if rig is not None:
-            rig.close()
-    sys.exit(code)
-
-
-def _fail(out: Output, message: str, code: int):
-    out.error(message)
-    sys.exit(code)
+    record(cfg, out, keys, sim=sim, auto=auto, preview=preview, preview_bind=preview_bind)
 
 
 def run() -> None:

@@ -15,12 +15,13 @@ import warnings
 import numpy as np
 
 from slarm.config import GAMEPAD_BUTTONS, RobotConfig
+from slarm.errors import SlarmError
 
 AXES = ("left_x", "left_y", "right_x", "right_y", "l2_trigger", "r2_trigger")
 _STICK = 32767.0  # SDL axis range: sticks -32768..32767, triggers 0..32767
 
 
-class GamepadError(RuntimeError):
+class GamepadError(SlarmError):
     """The gamepad cannot be read (unplugged, no mapping, no permission)."""
 
 

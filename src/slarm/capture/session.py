@@ -7,17 +7,16 @@ the sampling thread (sampler.py) only samples and hands ticks over through on_ti
 from __future__ import annotations
 
 import datetime as dt
-import os
 import platform
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from slarm.capture.device_identity import where_now
-from slarm.capture.status import Output
+from slarm.capture.status import Output, idle_line, recording_line
 from slarm.common import count, disk_full, first_line, hold_lock, raise_if_stopped
+from slarm.errors import Refused, SlarmError
 from slarm.raw import (
     CameraInfo,
     EpisodeWriter,
@@ -31,19 +30,19 @@ from slarm.so101 import zero_shifts
 
 from . import keys as K
 from .cameras import CameraError
+from .disk_budget import LOW_DISK_S, WAITING_MEMORY_SHARE, DiskBudget
 from .sampler import Sampler
+from .state_source import StateSource
 
 RETRY_EVERY_S = 1.0
 SLOW_CAMERA = 0.8  # a camera giving new frames at under this share of the rate asked of it is reported
-LOW_DISK_S = 60  # less room than this many seconds of recording: the status line says so
-WAITING_MEMORY_SHARE = 0.25  # frames waiting for a slow disk may take this share of the memory free at the start
 
 
-class SessionError(RuntimeError):
+class SessionError(Refused):
     """The session cannot start (bad combination of settings, incompatible raw folder)."""
 
 
-class RecordingError(RuntimeError):
+class RecordingError(SlarmError):
     """Episodes cannot be written any more (disk full, disk gone): the session stops."""
 
 
@@ -56,7 +55,7 @@ class AutoEpisodes:
 
 
 class Session:
-    def __init__(self, cfg, state_source, cameras: list, out: Output, keys: K.Keys, preview,
+    def __init__(self, cfg, state_source: StateSource, cameras: list, out: Output, keys: K.Keys, preview,
                  auto: AutoEpisodes | None = None):
         self.cfg = cfg
         self.state_source = state_source
@@ -72,9 +71,8 @@ class Session:
         self.episode: EpisodeWriter | None = None
         self.fault: Exception | None = None
         self.broken: list = []  # devices to reconnect
-        self._room: tuple[float, float | None] = (0.0, None)  # (when measured, seconds of recording that fit)
         self._lock = None  # the raw folder's lock file, held while this process lives
-        self.waiting_limit = int(memory_available() * WAITING_MEMORY_SHARE)  # bytes of frames waiting to be written
+        self.disk = DiskBudget(self.folder, cfg.fps, cameras)
         self.sampler = Sampler(state_source.read, cameras, cfg.fps, self._on_tick, self._on_fault)
 
     # --- called on the sampling thread -------------------------------------------------
@@ -170,7 +168,7 @@ class Session:
                     error = self.episode.error
                     self._discard("it could not be written")
                     raise RecordingError(self._write_error(error))
-                if self.episode is not None and self.episode.backlog * (self._tick_bytes() or 0) > self.waiting_limit:
+                if self.episode is not None and self.disk.too_much_waiting(self.episode.backlog):
                     raise RecordingError(self._disk_too_slow())  # before the machine runs out of memory
                 if self.fault is not None:
                     self._handle_fault()
@@ -225,7 +223,7 @@ class Session:
     def _start(self) -> None:
         index = self.next_index
         path = self.folder / f"{episode_name(index)}.h5"
-        room = self._room_s(now=True) if self.auto is not None else None
+        room = self.disk.room_s(self._backlog(), now=True) if self.auto is not None else None
         if room is not None and room < self.auto.seconds:
             raise RecordingError(
                 f"not enough disk space for episode {index}: {self.folder} has room for about {room:.0f} s of "
@@ -313,7 +311,7 @@ class Session:
 
     def _disk_too_slow(self) -> str:
         """Discard the episode whose frames wait in memory for the disk, and say why."""
-        ep, tick = self.episode, self._tick_bytes() or 0
+        ep, tick = self.episode, self.disk.tick_bytes() or 0
         seconds = max(ep.duration, 1e-3)
         gave, wrote, waiting = ep.ticks_put * tick / seconds, ep.frames_written * tick / seconds, ep.backlog * tick
         self._discard("the disk could not keep up")
@@ -328,34 +326,9 @@ class Session:
         return ("Episodes already saved are kept. Free some space (or set raw_dir to another disk), then run "
                 f"the same command again: recording resumes at episode {self.next_index}")
 
-    def _room_s(self, now: bool = False) -> float | None:
-        """About how many seconds of recording still fit on the raw folder's disk (None: unknown),
-        from the newest frame of each camera and the frames still waiting to be written; measured
-        at most once a second unless `now`."""
-        measured, room = self._room
-        if not now and time.monotonic() - measured < 1.0:
-            return room
-        per_tick = self._tick_bytes()
-        try:
-            free = shutil.disk_usage(self.folder).free  # made by prepare()
-        except OSError:
-            per_tick = None
-        if per_tick is None:
-            room = None
-        else:
-            waiting = self.episode.backlog if self.episode is not None else 0
-            room = max(0.0, free - waiting * per_tick) / (per_tick * self.cfg.fps)
-        self._room = (time.monotonic(), room)
-        return room
-
-    def _tick_bytes(self) -> int | None:
-        """About how many bytes a tick takes, in memory while it waits and on disk: the newest frame
-        of each camera, the state and the times (None: a camera has no frame now)."""
-        try:
-            frames = [cam.latest().data for cam in self.cameras]
-        except CameraError:
-            return None
-        return sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames) + 64
+    def _backlog(self) -> int:
+        """Ticks of the current episode still waiting to be written."""
+        return self.episode.backlog if self.episode is not None else 0
 
     def _handle_fault(self) -> None:
         error, self.fault = self.fault, None
@@ -374,7 +347,7 @@ class Session:
     def _failed_device(self, error: Exception):
         if isinstance(error, CameraError):
             for cam in self.cameras:
-                if f"'{cam.name}'" in str(error):
+                if cam.name == error.camera:
                     return cam
         return self.state_source
 
@@ -395,41 +368,13 @@ class Session:
     def _show_status(self) -> None:
         if self.broken:
             return
-        ep = self.episode
-        room = self._room_s()
-        low_disk = room is not None and room < LOW_DISK_S
-        if ep is not None:
-            missed, behind = ep.missed_ticks, ep.backlog / self.cfg.fps  # behind: shown once it reached 1 s
-            slow = "".join(f" | {cam.name} only {gave:.0f}/{asked} fps" for cam, gave, asked in self._slow_cameras(ep))
-            self.out.status(f"Recording episode {self.recording_index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
-                            + (f" | {missed} missed" if missed else "") + slow
-                            + (f" | disk {behind:.0f}s behind" if ep.most_behind >= self.cfg.fps else "")
-                            + (f" | disk full in {room:.0f}s" if low_disk else ""))
+        room = self.disk.room_s(self._backlog())
+        low_disk = room if room is not None and room < LOW_DISK_S else None
+        if self.episode is not None:
+            slow = [(cam.name, gave, asked) for cam, gave, asked in self._slow_cameras(self.episode)]
+            self.out.status(recording_line(self.recording_index, self.episode, self.cfg.fps, slow, low_disk))
         else:
-            self.out.status(f"Idle | {self.saved} saved, {self.discarded} discarded | next: episode {self.next_index}"
-                            + (f" | disk: room for {room:.0f}s" if low_disk else "")
-                            + (" | SPACE to record" if self.keys.source != "none" else ""))
-
-
-def memory_available() -> int:
-    """Bytes of memory this process could still take: Linux's MemAvailable, within the
-    container's (cgroup v2) limit where there is one; elsewhere the machine's memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        try:
-            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            return 2**31
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit != "max":
-            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return free
+            self.out.status(idle_line(self.saved, self.discarded, self.next_index, low_disk, self.keys.source != "none"))
 
 
 def _mb(n: float) -> str:

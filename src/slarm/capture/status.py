@@ -61,3 +61,21 @@ class Output:
             self.stream.write("\n")
             self.stream.flush()
             self._line = ""
+
+
+def recording_line(index: int, ep, fps: int, slow: list[tuple[str, float, int]], disk_left_s: float | None) -> str:
+    """The status line while episode `index` records (`ep`: its raw.EpisodeWriter): frames, time,
+    missed ticks, cameras slower than asked ((name, new frames/s, asked)), a disk falling behind
+    (shown once it is a second behind) or about to fill (`disk_left_s`)."""
+    return (f"Recording episode {index} | {ep.ticks_put} frames | {ep.duration:.1f}s"
+            + (f" | {ep.missed_ticks} missed" if ep.missed_ticks else "")
+            + "".join(f" | {name} only {gave:.0f}/{asked} fps" for name, gave, asked in slow)
+            + (f" | disk {ep.backlog / fps:.0f}s behind" if ep.most_behind >= fps else "")
+            + (f" | disk full in {disk_left_s:.0f}s" if disk_left_s is not None else ""))
+
+
+def idle_line(saved: int, discarded: int, next_index: int, disk_left_s: float | None, keys: bool) -> str:
+    """The status line between episodes."""
+    return (f"Idle | {saved} saved, {discarded} discarded | next: episode {next_index}"
+            + (f" | disk: room for {disk_left_s:.0f}s" if disk_left_s is not None else "")
+            + (" | SPACE to record" if keys else ""))

@@ -1,7 +1,7 @@
 """Training images -> one video file per camera and episode, encoded as LeRobot's writer encodes.
 
 No LeRobot import here: the workers that encode start while the main process is still
-importing LeRobot (about 5 s). LeRobot's encoder settings (lerobot.configs.video) are spelled
+importing LeRobot, which takes seconds. LeRobot's encoder settings (lerobot.configs.video) are spelled
 out below; tests/test_convert.py checks them against LeRobot's own for every codec offered.
 """
 

@@ -191,8 +191,7 @@ def to_image(frame: np.ndarray, width: int, height: int, mode: str, scale: int) 
 def to_yuv420(frame: np.ndarray, width: int, height: int, mode: str, scale: int) -> np.ndarray:
     """to_image, in the encoder's yuv420p layout (even width and height). The colours are
     converted at the decoded size, before the resize, which then works on 1.5 values a pixel
-    instead of RGB's 3: ~0.6 ms a frame less from a 1080p camera to 256x256, and no conversion
-    in the encoder (docs/convert-benchmark.md). Letterboxing, and a region with an odd side, are
+    instead of RGB's 3, and the encoder needs no conversion (docs/benchmarks.md). Letterboxing, and a region with an odd side, are
     resized in RGB and converted at the target size."""
     if frame.ndim == 1:
         image, code = _decode_bgr(frame, scale), cv2.COLOR_BGR2YUV_I420

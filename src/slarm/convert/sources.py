@@ -20,19 +20,19 @@ class Source:
     robot_type: str
     state_names: tuple[str, ...]
     cameras: tuple[tuple[str, int, int], ...]  # (name, width, height)
-    calibration: dict  # the arm's calibration while recording (capture.arm.SO101Arm.calibration_snapshot)
-    identities: dict  # which camera each name was, where known: name -> capture.device_identity.Identity
+    calibration: dict  # the arm's calibration while recording (slarm.capture.arm.SO101Arm.calibration_snapshot)
+    identities: dict  # which camera each name was, where known: name -> slarm.raw.Identity
 
 
 @dataclass(frozen=True)
-class Refused:
+class LeftOut:
     """A raw file that is left out of the dataset, and why, in words."""
 
     path: Path
     reason: str
 
 
-def find(raw_dirs: list[Path], max_gap_s: float = MAX_GAP_S) -> tuple[list[Source], list[Path], list[Refused]]:
+def find(raw_dirs: list[Path], max_gap_s: float = MAX_GAP_S) -> tuple[list[Source], list[Path], list[LeftOut]]:
     """(readable episodes, in folder order then episode order; unfinished .partial files;
     damaged or implausible files, each with the reason it is left out)."""
     found, unfinished, refused = [], [], []
@@ -43,7 +43,7 @@ def find(raw_dirs: list[Path], max_gap_s: float = MAX_GAP_S) -> tuple[list[Sourc
             try:
                 found.append(_source(path, max_gap_s))
             except RawFormatError as e:
-                refused.append(Refused(path, str(e).removeprefix(f"{path.name}: ")))
+                refused.append(LeftOut(path, str(e).removeprefix(f"{path.name}: ")))
     return found, unfinished, refused
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from slarm import lerobot_private as private
+
 
 def sample_indices(frames: int) -> list[int]:
     """lerobot.datasets.compute_stats.sample_indices, spelled out (a test compares the two)."""
@@ -62,27 +64,8 @@ def image_stats(histogram: ImageHistogram) -> dict[str, np.ndarray]:
     0..255, and count (frames). Min, max and quantiles are LeRobot's to the bit; mean and std
     are exact (LeRobot's float32 running sums drift by up to ~1 % / ~15 % over 100 256x256
     frames)."""
-    from lerobot.datasets.compute_stats import RunningQuantileStats
-
     counts, frames = histogram.counts, histogram.frames
-    values = np.arange(256, dtype=np.float64)
-    pixels = int(counts[0].sum())
-    running = RunningQuantileStats()
-    running._count = pixels
-    # min, max, mean, mean of squares: float32, as LeRobot keeps them for uint8 pixels
-    running._min = np.array([values[c > 0][0] for c in counts], np.float32)
-    running._max = np.array([values[c > 0][-1] for c in counts], np.float32)
-    running._mean = ((counts * values).sum(axis=1) / pixels).astype(np.float32)
-    running._mean_of_squares = ((counts * values**2).sum(axis=1) / pixels).astype(np.float32)
-    running._bin_edges, running._histograms = [], []
-    for c, channel in enumerate(counts):
-        edges = np.linspace(running._min[c] - 1e-10, running._max[c] + 1e-10, running._num_quantile_bins + 1)
-        # np.histogram(pixels, bins=edges): bin k holds edges[k] <= v < edges[k+1], the last bin closed
-        below = np.concatenate([[0], np.cumsum(channel)])  # below[i]: pixels with a value < i
-        at_edges = np.concatenate([np.searchsorted(values, edges[:-1], "left"), np.searchsorted(values, edges[-1:], "right")])
-        running._bin_edges.append(edges)
-        running._histograms.append(np.diff(below[at_edges]).astype(np.float64))
-    stats = running.get_statistics()
+    stats = private.quantile_stats(counts)
     stats["count"] = np.array([frames])
     return {k: v if k == "count" else np.asarray(v).reshape(1, -1, 1, 1) for k, v in stats.items()}
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slarm.common import hold_lock
+from slarm.errors import Refused
 
 SLARM_META = "meta/slarm.json"
 WORK_PREFIX = ".slarm-work-"
 _held = {}  # dataset folder -> its lock file, open while this process lives (claim)
 
 
-class TargetError(ValueError):
+class TargetError(Refused):
     """DATASET_DIR cannot take these episodes; the message says what differs."""
 
 

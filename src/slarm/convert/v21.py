@@ -26,80 +26,45 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from slarm.raw import open_episode
-
-from . import joint_units
-from .frames import Undecodable, training_images
-from .prepare import Stopped
+from .features import features
+from .prepare import Converted, EpisodeFrames
 from .settings import Settings
 from .sources import Source
-from .stats import ImageHistogram, image_stats, normalized
-from .timeline import actions, grid_rows
+from .stats import image_stats, normalized
 
 CODEBASE_VERSION = "v2.1"
 CHUNK_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-DEFAULT_FEATURES = {
-    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-    "index": {"dtype": "int64", "shape": [1], "names": None},
-    "task_index": {"dtype": "int64", "shape": [1], "names": None},
-}
-
-
-def features(src: Source, s: Settings) -> dict:
-    """info.json's features: state and action with the source's names, one image per camera."""
-    names = joint_units.names(src, s.joint_units)
-    feats = {
-        "observation.state": {"dtype": "float32", "shape": [len(names)], "names": names},
-        "action": {"dtype": "float32", "shape": [len(names)], "names": names},
-    }
-    for cam, _, _ in src.cameras:
-        feats[f"observation.images.{cam}"] = {"dtype": "image", "shape": [s.height, s.width, 3],
-                                              "names": ["height", "width", "channel"]}
-    return {**feats, **DEFAULT_FEATURES}
-
-
 def write_episode(src: Source, root: Path, s: Settings, encoder_threads: int | None = None,
-                  stopped: Callable[[], bool] = lambda: False) -> dict:
+                  stopped: Callable[[], bool] = lambda: False) -> Converted:
     """Convert one raw episode into a one-episode v2.1 dataset at `root`. Runs in a worker process,
     which checks `stopped` between frames."""
-    with open_episode(src.path) as ep:
-        rows, repeated = grid_rows(ep.tick_index)
-        n = len(rows)
-        state = joint_units.convert(ep.state[rows].astype(np.float32), src, s.joint_units)
-        columns: dict[str, list | np.ndarray] = {"observation.state": state, "action": actions(state, s.action)}
-        cams = [name for name, _, _ in src.cameras]
-        jpegs: dict[str, list] = {cam: [] for cam in cams}
-        histograms = {cam: ImageHistogram(n) for cam in cams}
+    with EpisodeFrames(src, s, stopped) as ep:
+        jpegs: dict[str, list] = {cam: [] for cam in ep.cameras}
         last: dict[str, tuple[np.ndarray, bytes]] = {}
-        undecodable = Undecodable(ep.frame_count)
-        for images in training_images(ep, src.cameras, rows, s, undecodable):
-            if stopped():
-                raise Stopped()
+        for images in ep:
             for cam, image in images.items():
                 if cam not in last or last[cam][0] is not image:  # a frame shown again reuses its JPEG
                     last[cam] = (image, _jpeg(image, s.jpeg_quality))
                 jpegs[cam].append({"bytes": last[cam][1], "path": None})
-                histograms[cam].add(image)
-        for cam in cams:
+        columns: dict[str, list | np.ndarray] = {"observation.state": ep.state, "action": ep.action}
+        for cam in ep.cameras:
             columns[f"observation.images.{cam}"] = jpegs[cam]
-        columns.update(_index_columns(n, ep.fps))
+        columns.update(_index_columns(ep.frames, src.fps))
         feats = features(src, s)
         table = _table(columns, feats)
         ep_stats = _column_stats(table, feats)
-        for cam in cams:
-            ep_stats[f"observation.images.{cam}"] = normalized(image_stats(histograms[cam]))
+        for cam in ep.cameras:
+            ep_stats[f"observation.images.{cam}"] = normalized(image_stats(ep.histograms[cam]))
         path = root / DATA_PATH.format(episode_chunk=0, episode_index=0)
         path.parent.mkdir(parents=True)
         pq.write_table(table, path)
-        info = {"codebase_version": CODEBASE_VERSION, "robot_type": ep.attrs.get("robot_type"), "fps": ep.fps,
+        info = {"codebase_version": CODEBASE_VERSION, "robot_type": ep.raw.attrs.get("robot_type"), "fps": src.fps,
                 "chunks_size": CHUNK_SIZE, "data_path": DATA_PATH, "video_path": None, "features": feats}
-        task = s.task or ep.task
-        _write_meta(root, info, [task], [({"episode_index": 0, "tasks": [task], "length": n}, _serialize(ep_stats))])
-    return {"frames": n, "repeated": repeated, "undecodable": undecodable.rows}
+        episode = {"episode_index": 0, "tasks": [ep.task], "length": ep.frames}
+        _write_meta(root, info, [ep.task], [(episode, _serialize(ep_stats))])
+        return ep.converted()
 
 
 def merge(roots: list[Path], out: Path) -> None:

@@ -103,7 +103,7 @@ def _in_order(futures):
 
 _stopping = None  # in a worker: the event slarm-convert sets when it gives up on the run
 # Added to a worker's nice value (the threads it starts inherit it, the encoder's included): a
-# core that the main process wants is its, not a worker's (docs/convert-benchmark.md)
+# core that the main process wants is its, not a worker's (docs/benchmarks.md)
 WORKER_NICENESS = 10
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from slarm.common import count
 from slarm.convert.sources import MAX_GAP_S, holds_episodes, why_no_episodes
-from slarm.errors import EXIT_FAILURE, EXIT_USAGE, run_command
+from slarm.errors import EXIT_FAILURE, Refused, SlarmError, run_command
 from slarm.raw import episode_index, list_episodes
 from slarm.viewer import ViewerError
 
@@ -51,13 +50,13 @@ def main(target, as_json, plot, rerun_episode, save, decode, max_gap):
     interrupted (Ctrl-C).
     """
     if not target.exists():
-        _fail(f"{target}: no such folder or episode file (slarm-capture writes to {{raw_dir}}/{{dataset_name}})")
+        raise Refused(f"{target}: no such folder or episode file (slarm-capture writes to {{raw_dir}}/{{dataset_name}})")
     if save and rerun_episode is None:
-        _fail("--save goes with --rerun EPISODE")
+        raise Refused("--save goes with --rerun EPISODE")
     if save and not save.parent.is_dir():
-        _fail(f"--rerun {rerun_episode}: cannot write {save} ({save.parent} is not a folder)")
+        raise Refused(f"--rerun {rerun_episode}: cannot write {save} ({save.parent} is not a folder)")
     if plot and plot.suffix.lower() not in PLOT_FORMATS:
-        _fail(f"--plot {plot}: give a file name ending in {', '.join(PLOT_FORMATS)}")
+        raise Refused(f"--plot {plot}: give a file name ending in {', '.join(PLOT_FORMATS)}")
     result = inspect(target, decode, max_gap)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1))
@@ -70,11 +69,11 @@ def main(target, as_json, plot, rerun_episode, save, decode, max_gap):
 
         files = [Path(e.file) for e in result.episodes]
         if not files:
-            _fail("nothing to plot: no readable episodes")
+            raise Refused("nothing to plot: no readable episodes")
         try:
             drawn = draw(files, plot)
         except OSError as e:
-            _fail(f"--plot {plot}: cannot write it ({e})")
+            raise Refused(f"--plot {plot}: cannot write it ({e})")
         _note(as_json, f"plot of {count(drawn, 'episode')} written to {plot}"
               + (f" (the first {drawn} of {len(files)})" if drawn < len(files) else ""))
     if rerun_episode is not None:
@@ -84,15 +83,15 @@ def main(target, as_json, plot, rerun_episode, save, decode, max_gap):
         try:
             replay(path, save)
         except ViewerError as e:
-            _fail(f"--rerun {rerun_episode}: {e}", EXIT_FAILURE)
+            raise SlarmError(f"--rerun {rerun_episode}: {e}") from None
         except (OSError, RuntimeError) as e:  # rerun reports a file it cannot create as RuntimeError
-            _fail(f"--rerun {rerun_episode}: " + (f"cannot write {save} ({e})" if save else f"replay failed ({e})"),
-                  EXIT_FAILURE)
+            problem = f"cannot write {save} ({e})" if save else f"replay failed ({e})"
+            raise SlarmError(f"--rerun {rerun_episode}: {problem}") from None
         except Exception as e:  # a damaged file (RawFormatError, or h5py failing on its data)
-            _fail(f"--rerun {rerun_episode}: {path} cannot be replayed ({e})", EXIT_FAILURE)
+            raise SlarmError(f"--rerun {rerun_episode}: {path} cannot be replayed ({e})") from None
         _note(as_json, f"episode {rerun_episode} replayed " + (f"into {save}" if save else "in the Rerun viewer"))
     if result.unreadable:  # for scripts: `slarm-inspect raw/x && slarm-convert ...` stops at a damaged file
-        sys.exit(EXIT_FAILURE)
+        return EXIT_FAILURE
 
 
 def table(result: Inspection) -> str:
@@ -123,14 +122,14 @@ def table(result: Inspection) -> str:
 def _find(target: Path, index: int) -> Path:
     if target.is_file():
         if episode_index(target) not in (None, index):
-            _fail(f"--rerun {index}: {target} is episode {episode_index(target)}")
+            raise Refused(f"--rerun {index}: {target} is episode {episode_index(target)}")
         return target
     complete, _ = list_episodes(target)
     for p in complete:
         if episode_index(p) == index:
             return p
     have = ", ".join(str(episode_index(p)) for p in complete) or "none"
-    _fail(f"--rerun {index}: no complete episode {index} in {target} (episodes: {have})")
+    raise Refused(f"--rerun {index}: no complete episode {index} in {target} (episodes: {have})")
 
 
 def _short(text: str, n: int) -> str:
@@ -147,11 +146,6 @@ def _size(n: int) -> str:
 
 def _note(as_json: bool, message: str) -> None:
     click.echo(message, err=as_json)  # keep stdout pure JSON with --json
-
-
-def _fail(message: str, code: int = EXIT_USAGE):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def run() -> None:
