@@ -90,7 +90,9 @@ def test_episode_time_is_seconds_of_the_clock_even_when_ticks_are_missed(tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "slarm.capture.cli", "--config", str(cfg), "--sim", "--episodes", "1",
                              "--episode-time", "3", "--preview", "off"], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         if line.startswith("Recording episode 0"):  # the status line, once the episode has begun
             break
     time.sleep(0.8)
@@ -98,7 +100,7 @@ def test_episode_time_is_seconds_of_the_clock_even_when_ticks_are_missed(tmp_pat
     time.sleep(0.5)
     proc.send_signal(signal.SIGCONT)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 0, "".join(seen) + out
     with open_episode(episodes_dir(cfg) / "episode_000000.h5") as ep:
         ticks = ep.tick_index[-1] + 1
         assert ticks == 90, f"3 s at 30 fps is 90 ticks of the clock, {ticks} were taken"

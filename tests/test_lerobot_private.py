@@ -41,6 +41,9 @@ def use_hook(hook: str, tmp_path: Path):
         return private.skip_embedding_without_images()
     if hook == "quantile_stats":
         return private.quantile_stats(np.ones((3, 256), np.int64))
+    if hook in ("linked_aggregation", "in_memory_reads"):
+        with getattr(private, hook)():
+            return None
     if hook == "release_port":
         bus = FeetechMotorsBus(port="/dev/null", motors={})
         if hasattr(bus.port_handler, "is_using"):
@@ -66,6 +69,8 @@ REMOVED = {
     "skip_embedding_without_images": ("lerobot.datasets.dataset_writer", "embed_images"),
     "quantile_stats": ("lerobot.datasets.compute_stats.RunningQuantileStats", "_num_quantile_bins"),
     "release_port": ("scservo_sdk.port_handler.PortHandler", "is_using"),
+    "linked_aggregation": ("lerobot.datasets.aggregate", "update_chunk_file_indices"),
+    "in_memory_reads": ("lerobot.datasets.dataset_reader", "load_nested_dataset"),
 }
 
 

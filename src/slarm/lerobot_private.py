@@ -20,6 +20,11 @@ installed LeRobot, and fails naming the hook when LeRobot changes.
                                    _num_quantile_bins                      the frames
     release_port                   port_handler.is_using (Feetech SDK)     the arm reconnects after a
                                                                            read cut off by a fault
+    linked_aggregation             aggregate.shutil.copy,                  appending writes the new
+                                   aggregate.append_or_create_parquet_file, episodes and the files they
+                                   aggregate.concatenate_video_files       extend, not the whole dataset
+    in_memory_reads                io_utils.load_nested_dataset,           reading a dataset back writes
+                                   dataset_reader.load_nested_dataset      no Arrow copy of its tables
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import shutil
+import types
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 HOOKS = ("dataset_taking_encoded_videos", "VideoAppends", "skip_embedding_without_images", "quantile_stats",
-         "release_port")
+         "release_port", "linked_aggregation", "in_memory_reads")
 
 
 class LeRobotChanged(RuntimeError):
@@ -253,3 +261,135 @@ def release_port(bus) -> None:
     handler = bus.port_handler
     _require_attributes("release_port", "the Feetech SDK's PortHandler", handler, ("is_using",))
     handler.is_using = False
+
+
+# --- appending ------------------------------------------------------------------------------
+
+@contextmanager
+def linked_aggregation():
+    """Inside the block, LeRobot's aggregate_datasets writes the same dataset as always, but a
+    whole file it would copy unchanged (a video file, a data or episodes file whose rows keep
+    their numbers) is hard-linked instead, and a linked file it is about to extend is made its
+    own file first (a copy, for parquet, which is rewritten in place; for a video, which LeRobot
+    writes to a temporary file and moves into place, the link is only moved aside). So appending
+    to a dataset writes the new episodes and the files they extend, not the whole dataset, and
+    the dataset appended to is never written to. Where links cannot be made (another file
+    system), files are copied, as LeRobot does."""
+    hook = "linked_aggregation"
+    aggregate = _require(hook, "lerobot.datasets.aggregate", {
+        "append_or_create_parquet_file": ("df", "src_path", "idx", "max_mb", "chunk_size", "default_path"),
+        "concatenate_video_files": ("input_video_paths", "output_video_path"),
+        "aggregate_datasets": ("repo_ids", "aggr_repo_id", "roots", "aggr_root"),
+        "get_parquet_file_size_in_mb": (),
+        "update_chunk_file_indices": ("chunk_idx", "file_idx", "chunks_size"),
+    })
+    if getattr(aggregate, "shutil", None) is not shutil:
+        raise _changed(hook, "lerobot.datasets.aggregate no longer copies files with shutil")
+    append, concatenate = aggregate.append_or_create_parquet_file, aggregate.concatenate_video_files
+
+    def link(src, dst, *args, **kwargs):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy(src, dst, *args, **kwargs)
+        return dst
+
+    def append_linked(df, src_path, idx, max_mb, chunk_size, default_path, *args, aggr_root=None, **kwargs):
+        """LeRobot's append_or_create_parquet_file, but a file it would write unchanged into a new
+        destination file (by its own rule for when to start one) is linked there."""
+        def path(chunk, file):
+            return Path(aggr_root) / default_path.format(chunk_index=chunk, file_index=file)
+
+        target = (idx["chunk"], idx["file"])
+        if path(*target).exists():
+            whole = not kwargs.get("concatenate", True) or (
+                aggregate.get_parquet_file_size_in_mb(src_path) + aggregate.get_parquet_file_size_in_mb(path(*target))
+                >= max_mb)
+            target = aggregate.update_chunk_file_indices(*target, chunk_size) if whole else None
+        if target is not None and not path(*target).exists() and _holds(src_path, df):
+            path(*target).parent.mkdir(parents=True, exist_ok=True)
+            link(src_path, path(*target))
+            idx["chunk"], idx["file"] = target
+            return idx, target
+        dst = path(idx["chunk"], idx["file"])
+        if dst.exists() and os.stat(dst).st_nlink > 1:  # extended in place next: its own file first
+            aside = dst.with_name(dst.name + ".linked")
+            os.replace(dst, aside)
+            shutil.copyfile(aside, dst)
+            os.unlink(aside)
+        return append(df, src_path, idx, max_mb, chunk_size, default_path, *args, aggr_root=aggr_root, **kwargs)
+
+    def concatenate_linked(input_video_paths, output_video_path, *args, **kwargs):
+        output = Path(output_video_path)
+        inputs = [Path(p) for p in input_video_paths]
+        if output in inputs and output.exists() and os.stat(output).st_nlink > 1:
+            aside = output.with_name(output.name + ".linked.mp4")  # read from here, written anew
+            os.replace(output, aside)
+            try:
+                concatenate([aside if p == output else p for p in inputs], output, *args, **kwargs)
+            finally:
+                aside.unlink(missing_ok=True)
+            return
+        concatenate(input_video_paths, output_video_path, *args, **kwargs)
+
+    aggregate.shutil = types.SimpleNamespace(**{**vars(shutil), "copy": link})
+    aggregate.append_or_create_parquet_file, aggregate.concatenate_video_files = append_linked, concatenate_linked
+    try:
+        yield aggregate
+    finally:
+        aggregate.shutil = shutil
+        aggregate.append_or_create_parquet_file, aggregate.concatenate_video_files = append, concatenate
+
+
+# columns that aggregate renumbers: a file whose rows keep these is the same file
+_NUMBERS = ("episode_index", "index", "task_index", "dataset_from_index", "dataset_to_index", "data/chunk_index",
+            "data/file_index", "meta/episodes/chunk_index", "meta/episodes/file_index")
+
+
+def _holds(path, df) -> bool:
+    """Whether the parquet file at `path` holds the rows of `df` as they are (the numbers that
+    aggregating changes, and for a metadata file every column)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    names = pq.read_schema(path).names
+    if sorted(names) != sorted(df.columns):
+        return False
+    if path.parent.parent.name == "episodes":  # meta/episodes/chunk-N/file-M.parquet: small, every column
+        theirs = pd.read_parquet(path)
+        return len(theirs) == len(df) and theirs[list(df.columns)].reset_index(drop=True).equals(df.reset_index(drop=True))
+    columns = [c for c in _NUMBERS if c in names]
+    theirs = pq.read_table(path, columns=columns).to_pandas()
+    return len(theirs) == len(df) and all(np.array_equal(theirs[c].to_numpy(), df[c].to_numpy()) for c in columns)
+
+
+@contextmanager
+def in_memory_reads():
+    """Inside the block, LeRobot reads a dataset's parquet files (its episodes table, its frames)
+    into memory, the rows asked for only, where it would first write an Arrow copy of every file
+    it reads into the datasets library's cache and map that: appending then reading back the
+    metadata of every episode would write a copy of it, on every run. The values are the same."""
+    hook = "in_memory_reads"
+    params = ("pq_dir", "features", "episodes")
+    io_utils = _require(hook, "lerobot.datasets.io_utils", {"load_nested_dataset": params})
+    reader = _require(hook, "lerobot.datasets.dataset_reader", {"load_nested_dataset": params})
+    original = io_utils.load_nested_dataset
+
+    def load_in_memory(pq_dir, features=None, episodes=None):
+        import datasets
+        import pyarrow.dataset as pa_ds
+
+        paths = sorted(Path(pq_dir).glob("*/*.parquet"))
+        if not paths:
+            raise FileNotFoundError(f"Provided directory does not contain any parquet file: {pq_dir}")
+        rows = pa_ds.field("episode_index").isin(episodes) if episodes is not None else None
+        table = pa_ds.dataset([str(p) for p in paths], format="parquet").to_table(filter=rows)
+        dataset = datasets.Dataset(table)
+        return dataset.cast(features) if features is not None and dataset.features != features else dataset
+
+    io_utils.load_nested_dataset = reader.load_nested_dataset = load_in_memory
+    try:
+        yield
+    finally:
+        io_utils.load_nested_dataset = reader.load_nested_dataset = original

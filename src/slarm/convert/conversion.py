@@ -200,7 +200,7 @@ def _add(new: list[Source], target: T.Target, settings: Settings, layout, worker
         frames = sum(r.frames for _, _, r in done)
         total_frames = frames + (target.info.get("total_frames", 0) if target.exists else 0)
         cams = [f"observation.images.{c}" for c, _, _ in new[0].cameras]
-        layout.verify(merged, len(episodes), total_frames, cams)
+        layout.verify(merged, len(episodes), total_frames, cams, len(done))
         check_finite(merged)
         with stops_held():  # a Ctrl-C here lands after the swap, never between its steps
             T.replace(dataset_dir, merged)

@@ -111,8 +111,9 @@ def merge(roots: list[Path], out: Path) -> None:
     _write_meta(out, info, tasks, meta_eps)
 
 
-def verify(root: Path, episodes: int, frames: int, camera_keys: list[str]) -> None:
-    """Read the dataset back: totals, every episode's file and numbering, one decoded image per camera."""
+def verify(root: Path, episodes: int, frames: int, camera_keys: list[str], new: int | None = None) -> None:
+    """Read the dataset back: totals, every episode's file and numbering, one decoded image per
+    camera. `new` is not needed: reading the index columns of every file writes nothing."""
     info = json.loads((root / "meta/info.json").read_text())
     if (info["total_episodes"], info["total_frames"]) != (episodes, frames):
         raise RuntimeError(f"expected {episodes} episodes / {frames} frames, info.json says "

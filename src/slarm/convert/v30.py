@@ -65,21 +65,47 @@ def use_cache(folder: Path | None) -> None:
     config.HF_DATASETS_CACHE = folder or Path(os.getenv("HF_DATASETS_CACHE", config.DEFAULT_HF_DATASETS_CACHE))
 
 
-def merge(roots: list[Path], out: Path) -> None:
-    """LeRobot's aggregate_datasets: the datasets at `roots`, in order, into a new dataset at `out`."""
-    from lerobot.datasets.aggregate import aggregate_datasets
+def merge(roots: list[Path], out: Path, linked: bool = True) -> None:
+    """LeRobot's aggregate_datasets: the datasets at `roots`, in order, into a new dataset at
+    `out`, its files cut at the sizes the first one's are; the files it would copy unchanged are
+    linked (lerobot_private.linked_aggregation; linked=False: LeRobot's copies, to compare)."""
+    from lerobot.datasets import aggregate
 
-    aggregate_datasets(repo_ids=[REPO_ID] * len(roots), aggr_repo_id=REPO_ID, roots=roots, aggr_root=out)
+    args = dict(repo_ids=[REPO_ID] * len(roots), aggr_repo_id=REPO_ID, roots=roots, aggr_root=out, **_file_sizes(roots[0]))
+    if not linked:
+        aggregate.aggregate_datasets(**args)
+        return
+    with private.linked_aggregation() as linking, private.in_memory_reads():
+        linking.aggregate_datasets(**args)
 
 
-def verify(root: Path, episodes: int, frames: int, camera_keys: list[str]) -> None:
-    """Reopen with LeRobotDataset and check counts and one decoded frame per camera. Raises on a problem."""
+def _file_sizes(root: Path) -> dict:
+    """The data and video file sizes the dataset at `root` is cut at (meta/info.json)."""
+    import json
+
+    info = json.loads((root / "meta" / "info.json").read_text())
+    return {k: info[k] for k in ("data_files_size_in_mb", "video_files_size_in_mb") if info.get(k)}
+
+
+def verify(root: Path, episodes: int, frames: int, camera_keys: list[str], new: int | None = None) -> None:
+    """Reopen with LeRobotDataset: the counts its metadata and every data file say, and the last
+    `new` episodes (None: all) read in full, with one decoded frame per camera. Reading only the
+    new episodes keeps an append's reading (and the datasets library's cache of what it reads) in
+    proportion to what is added; the other episodes' files are those that were verified when
+    they were added, or the one file each that was extended, whose rows are counted here. Raises
+    on a problem."""
+    import pyarrow.parquet as pq
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    ds = LeRobotDataset(REPO_ID, root=root, video_backend="pyav")
-    if ds.num_episodes != episodes or ds.num_frames != frames:
+    chosen = None if new is None else list(range(episodes - new, episodes))
+    with private.in_memory_reads():
+        ds = LeRobotDataset(REPO_ID, root=root, episodes=chosen, video_backend="pyav")
+    rows = sum(pq.read_metadata(p).num_rows for p in sorted((root / "data").glob("*/*.parquet")))
+    if (ds.meta.total_episodes, ds.meta.total_frames, rows) != (episodes, frames, frames):
         raise RuntimeError(f"expected {episodes} episodes / {frames} frames, LeRobot reads "
-                           f"{ds.num_episodes} / {ds.num_frames}")
+                           f"{ds.meta.total_episodes} / {ds.meta.total_frames} ({rows} rows in the data files)")
+    if chosen is not None and ds.num_episodes != len(chosen):
+        raise RuntimeError(f"the {new} new episodes read back as {ds.num_episodes}")
     item = ds[len(ds) - 1]
     for key in camera_keys:
         img = item[key]
