@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -91,40 +92,52 @@ def test_kill_9_while_recording_loses_no_saved_episode(tmp_path):
 
 
 def test_kill_9_while_converting_leaves_the_old_or_the_new_dataset(raw, tmp_path):
-    """An append killed at any moment leaves the dataset as it was or with the new episodes,
-    loadable by LeRobot, the raw files untouched; the same command then completes."""
+    """An append to a dataset of 10 episodes killed at any moment leaves the dataset as it was or
+    with the new episodes, loadable by LeRobot, the raw files untouched; the same command then
+    completes."""
+    import h5py
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     rng = seeded()
     out = tmp_path / "ds"
-    first = tmp_path / "first" / raw.name
-    first.mkdir(parents=True)
-    shutil.copy(sorted(raw.glob("*.h5"))[0], first)
-    assert subprocess.run([sys.executable, "-m", "slarm.convert.cli", str(first), str(out)], cwd=ROOT,
-                          capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
+    base = tmp_path / "base" / raw.name
+    base.mkdir(parents=True)
+    for k in range(10):  # copies of one episode, each under a uuid of its own
+        copy = base / f"episode_{k:06d}.h5"
+        shutil.copy(sorted(raw.glob("*.h5"))[0], copy)
+        with h5py.File(copy, "r+") as f:
+            f.attrs["episode_uuid"] = str(uuid.uuid4())
+    r = subprocess.run([sys.executable, "-m", "slarm.convert.cli", str(base), str(out)], cwd=ROOT,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
     old = tmp_path / "old"
     shutil.copytree(out, old)
     before, raw_before = tree_digest(out), tree_digest(raw)
     args = ["slarm.convert.cli", str(raw), str(out), "--workers", "2"]
+    whole = kill_at(args, 600)  # an append that runs to the end: the moments to kill it at lie within
+    assert LeRobotDataset("local/test", root=out, video_backend="pyav").num_episodes == 12
+    shutil.rmtree(out)
+    shutil.copytree(old, out)
     outcomes = {"old": 0, "new": 0}
     for run in range(RUNS):
-        kill_at(args, rng.uniform(0.0, 12.0))
+        kill_at(args, rng.uniform(0.0, whole * 1.1))
         deadline = time.monotonic() + 5
         while running(str(out)) and time.monotonic() < deadline:  # workers end with it (PR_SET_PDEATHSIG)
             time.sleep(0.05)
         assert not running(str(out)), f"run {run}: no worker outlives slarm-convert"
         episodes = LeRobotDataset("local/test", root=out, video_backend="pyav").num_episodes
-        assert episodes in (1, 2), f"run {run}: {episodes} episodes"
-        if episodes == 1:
+        assert episodes in (10, 12), f"run {run}: {episodes} episodes"
+        if episodes == 10:
             assert tree_digest(out) == before, f"run {run}: the old dataset, exactly"
-        outcomes["old" if episodes == 1 else "new"] += 1
+        outcomes["old" if episodes == 10 else "new"] += 1
         assert tree_digest(raw) == raw_before, f"run {run}: the raw files are untouched"
-        if episodes == 2:  # back to the one-episode dataset, to kill the next append
+        if episodes == 12:  # back to the ten-episode dataset, to kill the next append
             shutil.rmtree(out)
             shutil.copytree(old, out)
-    print(f"{RUNS} kills: {outcomes['old']} left the old dataset, {outcomes['new']} the new one")
+    print(f"{RUNS} kills within an append of {whole:.1f}s: {outcomes['old']} left the old dataset, "
+          f"{outcomes['new']} the new one")
     r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
                        stdin=subprocess.DEVNULL)
-    assert r.returncode == 0 and "done: 1 episode added, 1 already there" in r.stdout, r.stdout + r.stderr
-    assert LeRobotDataset("local/test", root=out, video_backend="pyav").num_episodes == 2
+    assert r.returncode == 0 and "done: 2 episodes added, 0 already there" in r.stdout, r.stdout + r.stderr
+    assert LeRobotDataset("local/test", root=out, video_backend="pyav").num_episodes == 12
     assert not list(tmp_path.glob(".slarm-work-*")), "work folders of killed runs are removed"

@@ -79,3 +79,53 @@ def test_convert_on_the_gpu_matches_the_cpu(raw, tmp_path, codec):
     for i in (0, len(gpu) - 1):
         diff = (gpu[i]["observation.images.wrist"] - cpu[i]["observation.images.wrist"]).abs().mean()
         assert diff < 0.02
+
+
+def test_a_decoder_process_gives_what_the_opencv_path_gives(raw):
+    """--device cuda's decoder process (here on the CPU): a worker's batches of frames sent to it
+    come back as the images the OpenCV path makes, broken frames replaced the same way."""
+    from slarm.convert import frames, gpu_decoder
+
+    path = sorted(glob.glob(str(raw / "*.h5")))[0]
+    damage_frames(path, [0, 7])
+    s = Settings(224, 160, "crop")
+    with open_episode(path) as ep, gpu_decoder.decoders(["cpu"]) as remotes:
+        rows = grid_rows(ep.tick_index)[0][:40]
+        cams = tuple((n, c.width, c.height) for n, c in ep.cameras.items())
+        noted = {"cpu": Undecodable(ep.frame_count), "remote": Undecodable(ep.frame_count)}
+        cpu = [d["wrist"] for d in training_images(ep, cams, rows, s, noted["cpu"])]
+        frames._decoder = gpu_decoder.Remote(*remotes[0])
+        try:
+            remote = [d["wrist"] for d in training_images(ep, cams, rows, Settings(224, 160, "crop", device="cuda"),
+                                                          noted["remote"])]
+        finally:
+            frames._decoder = None
+    assert noted["cpu"].rows == noted["remote"].rows == {"wrist": [0, 7]}
+    assert len(remote) == len(cpu) and remote[0].shape == (160, 224, 3)
+    diff = np.abs(np.stack(cpu).astype(int) - np.stack(remote).astype(int))
+    assert diff.mean() < 1.5, "same picture, up to decoder and rounding differences"
+
+
+def test_workers_send_their_frames_to_one_decoder_process(raw, tmp_path):
+    """Forked CPU workers with a decoder process (on the CPU here, on the GPU with --device
+    cuda): each episode what it is when this process prepares it with that decoder."""
+    from slarm.convert import frames, gpu_decoder
+    from slarm.convert.prepare import prepare_episode
+    from slarm.convert.sources import find
+    from slarm.convert.workers import in_workers
+
+    sources, _, _ = find([raw])
+    s = Settings(device="cuda")
+    with in_workers(prepare_episode, sources, tmp_path / "remote", s, 2, decoder_devices=["cpu"]) as results:
+        remote = list(results)
+    with gpu_decoder.decoders(["cpu"]) as remotes:
+        frames._decoder = gpu_decoder.Remote(*remotes[0])
+        try:
+            local = [prepare_episode(src, tmp_path / "local" / src.path.stem, s) for src in sources]
+        finally:
+            frames._decoder = None
+    assert len(remote) == len(local) == len(sources) == 2
+    for src, there, here in zip(sources, remote, local):
+        assert there.frames == here.frames == src.frames
+        np.testing.assert_array_equal(there.histograms["wrist"].counts, here.histograms["wrist"].counts)
+        assert there.videos["wrist"].read_bytes() == here.videos["wrist"].read_bytes()

@@ -58,7 +58,7 @@ def parse_task(ctx, param, value):
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=80, show_default=True,
               help="v2.1: JPEG quality of the embedded images.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Episodes converted in parallel. Default: the cores it may use (a quarter of them with --device cuda).")
+              help="Episodes converted in parallel. Default: the cores it may use (with --ray, the cluster's CPUs).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="Decode and resize on the CPU, or on an NVIDIA GPU (nvJPEG). Encoding follows --codec.")
 @click.option("--task", callback=parse_task,
@@ -70,8 +70,11 @@ def parse_task(ctx, param, value):
 @click.option("--max-gap", "max_gap", type=click.FloatRange(min=0, min_open=True), default=MAX_GAP_S, show_default=True,
               metavar="SECONDS", help="An episode with a longer pause between two recorded ticks (the recording "
               "stalled, the machine slept) is skipped, not filled with copies of one frame.")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Prepare the episodes as tasks on this Ray cluster (auto, HOST:PORT, ray://HOST:10001); the raw "
+                   "folders must be at the same path on every node. Needs pip install 'slarm[ray]'.")
 def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, codec, jpeg_quality, workers, device, task,
-         repo_id, private, config_path, max_gap):  # the options, then slarm.convert.convert (conversion.py)
+         repo_id, private, config_path, max_gap, ray_address):  # the options, then slarm.convert.convert (conversion.py)
     """Convert the raw episodes in RAW_DIRS (folders written by slarm-capture) into the LeRobot
     dataset DATASET_DIR (v3.0, or v2.1 for OpenPI). A new folder is created; an existing slarm
     dataset gets only the episodes it does not hold yet. Re-running the same command adds nothing.
@@ -104,6 +107,7 @@ def main(raw_dirs, dataset_dir, size, resize_mode, action, joint_units, fmt, cod
     convert(raw_dirs, dataset_dir, size=size or (256, 256), resize_mode=resize_mode, action=action,
             joint_units=joint_units, format=fmt, codec=codec or "libsvtav1", jpeg_quality=jpeg_quality,
             workers=workers, device=device, task=task, max_gap=max_gap, push_to_hub=repo_id, private=private,
+            ray=ray_address,
             retry_command=shlex.join(["slarm-convert", *sys.argv[1:]]),
             warn=lambda text: click.echo(f"warning: {text}", err=True), note=click.echo)
 

@@ -18,7 +18,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +29,8 @@ from slarm.errors import Interrupted, Refused, SlarmError
 from slarm.raw import episode_index
 from slarm.so101 import zero_shifts
 
+from . import on_ray, v21, v30
 from . import target as T
-from . import v21, v30
 from .encoding import SizeRefused, check_codec
 from .features import features
 from .joint_units import why_not
@@ -77,7 +79,7 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
             resize_mode: str = "stretch", action: str = "state", joint_units: str = "rad", format: str = "v3.0",
             codec: str = "libsvtav1", jpeg_quality: int = 80, workers: int | None = None, device: str = "cpu",
             task: str | None = None, max_gap: float = MAX_GAP_S, push_to_hub: str | None = None,
-            private: bool = False, retry_command: str | None = None,
+            private: bool = False, retry_command: str | None = None, ray: str | None = None,
             warn: Callable[[str], None] = lambda text: _stderr(f"warning: {text}"),
             note: Callable[[str], None] = print) -> Summary:
     """Convert the complete raw episodes in `raw_dirs` (folders slarm-capture wrote) into the
@@ -91,7 +93,8 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
     size (width, height), resize_mode (stretch, crop, pad), action (state, next-state),
     joint_units (rad, lerobot), format (v3.0, v2.1), codec (v3.0), jpeg_quality (v2.1), device
     (cpu, cuda), task (None: each episode's own), max_gap (seconds: an episode with a longer
-    pause is skipped) are slarm-convert's options of the same names."""
+    pause is skipped), ray (a Ray cluster's address: episodes are prepared there, on_ray.py)
+    are slarm-convert's options of the same names."""
     started = time.monotonic()
     _quiet_libraries()
     raw_dirs, dataset_dir = [Path(d) for d in raw_dirs], _dataset_folder(Path(dataset_dir))
@@ -104,9 +107,10 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
     if push_to_hub is not None:
         _check_repo_id(push_to_hub)
     width, height = size
+    if ray is not None and device == "cuda":
+        raise Refused("--ray and --device cuda: not together yet; Ray tasks decode on their nodes' CPUs")
     if device == "cuda":
         _check_cuda()
-        workers = workers or max(1, usable_cores() // 4)  # each worker holds a CUDA context: docs/benchmarks.md
     settings = Settings(width, height, resize_mode, action, codec, task, format, jpeg_quality, device, joint_units)
     layout = v21 if format == "v2.1" else v30  # merge and verify of the dataset format
 
@@ -137,6 +141,7 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
         raise Refused(message)
     _check_one_setup(sources, settings, warning, note)
     first = sources[0]
+    cluster = _join(ray, sources) if ray is not None else None  # (CPUs, nodes); before the dataset is touched
 
     T.claim(dataset_dir)
     target = T.open_target(dataset_dir)
@@ -149,8 +154,11 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
             new.append(s)
             seen.add(s.uuid)
     summary.already_there = len(sources) - len(new)
+    if cluster and not new:
+        on_ray.disconnect()
     if new:
-        _add(new, target, settings, layout, min(workers or usable_cores(), len(new)), summary, warning)
+        pool = _pool(cluster, workers, new, note)
+        _add(new, target, settings, layout, pool, summary, warning)
         summary.damaged += len(left_out)
         summary.seconds = time.monotonic() - started
     note(summary.line())
@@ -161,7 +169,39 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
     return summary
 
 
-def _add(new: list[Source], target: T.Target, settings: Settings, layout, workers: int, summary: Summary,
+def _join(address: str, sources: list[Source]) -> tuple[int, int]:
+    """Join the Ray cluster at `address` and check that its nodes can read `sources`: its CPUs
+    and nodes."""
+    cpus = on_ray.connect(address)
+    try:
+        return cpus, on_ray.check_nodes(sources)
+    except BaseException:
+        on_ray.disconnect()
+        raise
+
+
+def _pool(cluster: tuple[int, int] | None, workers: int | None, new: list[Source], note: Callable[[str], None]):
+    """Where episodes are prepared: pool(job, new, folder, settings) runs job for each episode and
+    gives the results in episode order. workers.in_workers: processes on this machine;
+    on_ray.on_ray: tasks on the Ray cluster joined (_join), whose nodes are named when done."""
+    if cluster is None:
+        workers = min(workers or usable_cores(), len(new))
+        return lambda job, new, folder, settings: in_workers(job, new, folder, settings, workers)
+    cpus, nodes = cluster
+    workers = min(workers or cpus, len(new))
+
+    @contextmanager
+    def pool(job, new, folder, settings):
+        used: Counter = Counter()
+        with on_ray.on_ray(job, new, folder, settings, workers, used) as results:
+            yield results
+        note(f"ray: {count(sum(used.values()), 'episode')} prepared on {len(used)} of the cluster's "
+             f"{count(nodes, 'node')} ({', '.join(map(str, used.values()))}), {workers} at a time")
+
+    return pool
+
+
+def _add(new: list[Source], target: T.Target, settings: Settings, layout, pool, summary: Summary,
          warning: Callable[[str], None]) -> None:
     """Convert the episodes `new`, put them after the ones `target` holds in a dataset built in a
     work folder, verify it, and exchange it for the old one."""
@@ -174,9 +214,9 @@ def _add(new: list[Source], target: T.Target, settings: Settings, layout, worker
         merged = work / "dataset"
         if settings.format == "v3.0":
             added = work / ("new" if target.exists else "dataset")
-            results = _write_v30(new, added, work / "encoded", settings, workers, work / "datasets-cache")
+            results = _write_v30(new, added, work / "encoded", settings, pool, work / "datasets-cache")
         else:
-            results = _write_per_episode(new, work, settings, workers)
+            results = _write_per_episode(new, work, settings, pool)
         done = [(i, s, r) for i, (s, r) in enumerate(zip(new, results)) if isinstance(r, Converted)]
         for src, r in zip(new, results):
             if isinstance(r, Skipped):
@@ -226,13 +266,13 @@ def _add(new: list[Source], target: T.Target, settings: Settings, layout, worker
     summary.replaced = sum(len(rows) for _, _, r in done for rows in r.undecodable.values())
 
 
-def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, workers: int,
+def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, pool,
                cache: Path) -> list[Converted | Skipped]:
     """Workers prepare the episodes (prepare.py) while this process imports LeRobot; then LeRobot's
     writer adds each prepared episode to the dataset at `out`, in order. The datasets library
     keeps its cache in `cache`."""
     results: list[Converted | Skipped] = []
-    with in_workers(prepare_episode, new, encoded, settings, workers) as episodes:
+    with pool(prepare_episode, new, encoded, settings) as episodes:
         gc.disable()  # while importing LeRobot (a million objects, none of them garbage)
         _quiet_lerobot()
         v30.use_cache(cache)
@@ -248,11 +288,11 @@ def _write_v30(new: list[Source], out: Path, encoded: Path, settings: Settings, 
     return results
 
 
-def _write_per_episode(new: list[Source], work: Path, settings: Settings, workers: int) -> list[Converted | Skipped]:
+def _write_per_episode(new: list[Source], work: Path, settings: Settings, pool) -> list[Converted | Skipped]:
     """Each new episode into its own small v2.1 dataset at work/episode-N."""
     from lerobot.datasets import compute_stats  # noqa: F401  imported once, here: forked workers inherit it
 
-    with in_workers(v21.write_episode, new, work, settings, workers) as results:
+    with pool(v21.write_episode, new, work, settings) as results:
         return list(results)
 
 

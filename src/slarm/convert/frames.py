@@ -305,19 +305,31 @@ def training_images_torch(ep, cameras, rows, settings, device: str = "cuda", bat
             yield {name: images[name][int(shown[name][j])] for name in images}
 
 
+_decoder = None  # in a worker with --device cuda: its decoder process (gpu_decoder.Remote)
+
+
 def _torch_images(ep, camera: str, rows: list[int], settings, device: str) -> list[np.ndarray | None]:
-    """The training images of raw frames `rows`; None for a frame that cannot be decoded."""
+    """The training images of raw frames `rows`; None for a frame that cannot be decoded. In a
+    worker given a decoder process, that process decodes them; else this one, on `device`."""
+    frames = [ep.frame(camera, r) for r in rows]
+    if _decoder is not None:
+        return _decoder.decode_resize(frames, settings)
+    return decode_resize(frames, settings, device)
+
+
+def decode_resize(frames: list[np.ndarray], settings, device: str) -> list[np.ndarray | None]:
+    """Stored frames (JPEG bytes as 1-D arrays, or RGB pixels) -> training images (rgb24) by
+    torch/torchvision on `device`, as one batch; None for a frame that cannot be decoded."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    frames = [ep.frame(camera, r) for r in rows]
     if frames[0].ndim == 1:  # JPEG bytes; nvJPEG is given the Huffman tables a webcam left out
         data = [torch.from_numpy(np.frombuffer(with_huffman_tables(f), np.uint8).copy()) for f in frames]
         try:
             decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one of them does not decode: which?
-            if len(rows) > 1:
-                return [image for r in rows for image in _torch_images(ep, camera, [r], settings, device)]
+            if len(frames) > 1:
+                return [image for f in frames for image in decode_resize([f], settings, device)]
             return [None]
         x = torch.stack(decoded)
     else:

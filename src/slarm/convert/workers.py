@@ -1,7 +1,9 @@
 """Worker processes, one raw episode each: started at once, results taken in episode order.
 
-Workers are forked on Linux (fast start, and what the main process has imported is shared),
-spawned with --device cuda (CUDA cannot be used in a forked process). They end with
+Workers are forked on Linux (fast start, and what the main process has imported is shared).
+With --device cuda they send their frames to a decoder process per GPU (gpu_decoder.py), the
+only processes that use CUDA (elsewhere, without those, each worker is spawned and decodes on
+the GPU itself: CUDA cannot be used in a forked process). They end with
 slarm-convert even when it is killed, stop at their next frame when it gives up, and skip (not
 fail on) an episode with too many frames that cannot be decoded (frames.Undecodable). They run
 at a lower priority than slarm-convert's own process (WORKER_NICENESS), which every episode
@@ -17,13 +19,14 @@ import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from slarm.common import STOPS, count, disk_full, raise_if_stopped
 from slarm.raw import reason
 
+from . import frames, gpu_decoder
 from .frames import UnreadableFrame
 from .prepare import Stopped
 from .settings import Settings
@@ -38,18 +41,29 @@ class Skipped:
 
 
 @contextmanager
-def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers: int):
+def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers: int,
+               decoder_devices: list[str] | None = None):
     """Start job(source, folder/episode-N, settings, encoder threads) for every episode in `new`,
     `workers` at a time; gives an iterator over the results (or Skipped) in episode order, with a
-    progress bar."""
+    progress bar. decoder_devices: where the decoder processes of settings.device "cuda" run
+    (default: one per GPU)."""
+    with ExitStack() as stack:
+        remotes = []
+        if settings.device != "cpu" and sys.platform == "linux":
+            remotes = stack.enter_context(gpu_decoder.decoders(decoder_devices or gpu_decoder.gpus()))
+        fork = sys.platform == "linux" and (settings.device == "cpu" or bool(remotes))
+        context = multiprocessing.get_context("fork" if fork else "spawn")
+        stopping = context.Event()
+        yield stack.enter_context(_pool(job, new, folder, settings, workers, context, stopping, remotes))
+
+
+@contextmanager
+def _pool(job, new, folder, settings, workers, context, stopping, remotes):
     from tqdm import tqdm
 
-    fork = sys.platform == "linux" and settings.device == "cpu"
-    context = multiprocessing.get_context("fork" if fork else "spawn")
-    stopping = context.Event()
     threads = max(1, usable_cores() // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(), stopping, threads))
+                               initargs=(os.getpid(), stopping, threads, remotes, context.Value("i", 0)))
     futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
     desc = f"converting {count(len(new), 'episode')}"
     bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=desc, disable=None)
@@ -107,12 +121,13 @@ _stopping = None  # in a worker: the event slarm-convert sets when it gives up o
 WORKER_NICENESS = 10
 
 
-def _start_worker(parent: int, stopping, threads: int) -> None:
+def _start_worker(parent: int, stopping, threads: int, remotes: list, started) -> None:
     """In a new worker: end with slarm-convert, even when it is killed (Linux; an orphaned worker
     would wait for work forever), and know when to stop early. A Ctrl-C (or a SIGTERM to the
     process group) reaches every worker too: slarm-convert, not each worker, decides what it
     means. OpenCV gets the worker's share of the cores: its own pool of one thread per core
-    would compete with the other workers."""
+    would compete with the other workers. With decoder processes (`remotes`), the workers take
+    them in turn (`started` counts the workers started)."""
     global _stopping
     if hasattr(os, "nice"):  # not on Windows. First: the threads started from now on inherit it
         os.nice(WORKER_NICENESS)
@@ -126,18 +141,26 @@ def _start_worker(parent: int, stopping, threads: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
+    if remotes:
+        with started.get_lock():
+            k, started.value = started.value, started.value + 1
+        frames._decoder = gpu_decoder.Remote(*remotes[k % len(remotes)])
 
 
 def _run(job, source: Source, *args):
-    """In a worker: one episode's job, which checks between frames whether to stop. Whatever
-    goes wrong in reading or preparing one episode (too many frames that cannot be decoded, HDF5
-    data that cannot be read, a value no recording holds) skips that episode, not the run; a
-    full disk is the run's failure, and a stop is the run's."""
+    """In a worker: one episode's job, which checks between frames whether to stop."""
+    return run_episode(job, source, *args, stopped=_stopping.is_set)
+
+
+def run_episode(job, source: Source, *args, stopped):
+    """One episode's job. Whatever goes wrong in reading or preparing one episode (too many
+    frames that cannot be decoded, HDF5 data that cannot be read, a value no recording holds)
+    skips that episode, not the run; a full disk is the run's failure, and a stop is the run's."""
     try:
-        return job(source, *args, stopped=_stopping.is_set)
+        return job(source, *args, stopped=stopped)
     except UnreadableFrame as e:
         return Skipped(f"{source.path}: {e}")
-    except Stopped:
+    except (Stopped, gpu_decoder.DecoderFailed):
         raise
     except Exception as e:
         if disk_full(e):
