@@ -138,7 +138,11 @@ def on_ray(job, new: list[Source], folder: Path, settings: Settings, workers: in
         for i in range(min(workers, len(new))):
             submit(i)
         for i in range(len(new)):
-            result, node, files = ray.get(pending.popleft())
+            try:
+                result, node, files = ray.get(pending.popleft())
+            except ray.exceptions.RayError as e:  # the task failed as a whole, Ray's retries spent
+                cause = getattr(e, "cause", None) or e
+                raise RuntimeError(f"{new[i].path}: its Ray task failed: {first_line(cause)}") from None
             raise_if_stopped()
             if i + workers < len(new):
                 submit(i + workers)

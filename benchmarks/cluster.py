@@ -1,7 +1,7 @@
 """Local workers vs --ray on this machine: what preparing episodes as Ray tasks costs.
 
-    .venv/bin/python benchmarks/ray.py                  # 20 episodes x 300 frames, 2 runs each
-    .venv/bin/python benchmarks/ray.py --episodes 8 --frames 150 --repeat 1
+    .venv/bin/python benchmarks/cluster.py                  # 20 episodes x 300 frames, 2 runs each
+    .venv/bin/python benchmarks/cluster.py --episodes 8 --frames 150 --repeat 1
 
 The same raw episodes (benchmarks/convert.py's) are converted by `slarm-convert RAW OUT
 --workers CORES` and by `slarm-convert RAW OUT --ray 127.0.0.1:6379` on a cluster of two nodes
