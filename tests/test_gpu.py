@@ -6,6 +6,7 @@ the end-to-end GPU conversion runs only where PyTorch sees an NVIDIA GPU."""
 from __future__ import annotations
 
 import glob
+import time
 
 import numpy as np
 import pytest
@@ -129,3 +130,22 @@ def test_workers_send_their_frames_to_one_decoder_process(raw, tmp_path):
         assert there.frames == here.frames == src.frames
         np.testing.assert_array_equal(there.histograms["wrist"].counts, here.histograms["wrist"].counts)
         assert there.videos["wrist"].read_bytes() == here.videos["wrist"].read_bytes()
+
+
+def test_a_decoder_that_cannot_start_fails_the_run_not_the_episodes(raw, tmp_path, capfd):
+    """A decoder process that cannot open its device: the workers stop waiting for it at once and
+    the run fails with one line (each episode is not skipped as damaged)."""
+    from slarm.convert.gpu_decoder import DecoderFailed
+    from slarm.convert.prepare import prepare_episode
+    from slarm.convert.sources import find
+    from slarm.convert.workers import in_workers
+
+    sources, _, _ = find([raw])
+    started = time.monotonic()
+    with pytest.raises(DecoderFailed, match="the GPU decoder process could not start"):
+        with in_workers(prepare_episode, sources, tmp_path, Settings(device="cuda"), 2,
+                        decoder_devices=["cuda:7"]) as results:
+            list(results)
+    assert time.monotonic() - started < 60
+    err = capfd.readouterr().err
+    assert "error: the GPU decoder on cuda:7 could not start:" in err and "Traceback" not in err, err

@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from multiprocessing.connection import Client, Listener
 
-from slarm.common import STOPS
+from slarm.common import STOPS, first_line
 
 
 class DecoderFailed(RuntimeError):
@@ -40,7 +40,7 @@ def gpus() -> list[str]:
 @contextmanager
 def decoders(devices: list[str]):
     """A decoder process on each of `devices` (spawned: CUDA cannot be used in a forked
-    process); gives their clients' addresses (address, key), one per device. They end with the
+    process); gives what their clients need (address, key, pid), one per device. They end with the
     block, and with slarm-convert even when it is killed."""
     context = multiprocessing.get_context("spawn")
     key = secrets.token_bytes(32)
@@ -50,7 +50,7 @@ def decoders(devices: list[str]):
     for p in processes:
         p.start()
     try:
-        yield [(a, key) for a in addresses]
+        yield [(a, key, p.pid) for a, p in zip(addresses, processes)]
     finally:
         for p in processes:
             p.kill()
@@ -60,8 +60,8 @@ def decoders(devices: list[str]):
 class Remote:
     """A worker's end of a decoder process: decode_resize(frames, settings) there."""
 
-    def __init__(self, address: str, key: bytes, wait_s: float = 120):
-        self.address, self.key, self.wait_s, self.conn = address, key, wait_s, None
+    def __init__(self, address: str, key: bytes, pid: int, wait_s: float = 120):
+        self.address, self.key, self.pid, self.wait_s, self.conn = address, key, pid, wait_s, None
 
     def decode_resize(self, frames: list, settings) -> list:
         if self.conn is None:
@@ -83,6 +83,8 @@ class Remote:
             try:
                 return Client(self.address, family="AF_UNIX", authkey=self.key)
             except (FileNotFoundError, ConnectionRefusedError):
+                if not _alive(self.pid):
+                    raise DecoderFailed("the GPU decoder process could not start (its message is above)") from None
                 if time.monotonic() > deadline:
                     raise DecoderFailed(f"the GPU decoder did not start in {self.wait_s:.0f} s") from None
                 time.sleep(0.05)
@@ -97,11 +99,15 @@ def _serve(address: str, key: bytes, device: str, parent: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         os._exit(1)
-    import torch
+    try:
+        import torch
 
-    from .frames import decode_resize
+        from .frames import decode_resize
 
-    torch.empty(1, device=device)  # the CUDA context, before the first frames arrive
+        torch.empty(1, device=device)  # the CUDA context, before the first frames arrive
+    except Exception as e:
+        print(f"error: the GPU decoder on {device} could not start: {first_line(e)}", file=sys.stderr, flush=True)
+        os._exit(1)
     with Listener(address, family="AF_UNIX", authkey=key) as listener:
         while True:
             try:
@@ -109,6 +115,20 @@ def _serve(address: str, key: bytes, device: str, parent: int) -> None:
             except Exception:  # a client without the key: not ours
                 continue
             threading.Thread(target=_answer, args=(conn, device, decode_resize), daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:  # a child that has ended but is not yet reaped is a zombie: gone all the same
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _answer(conn, device: str, decode_resize) -> None:
