@@ -6,12 +6,17 @@ the end-to-end GPU conversion runs only where PyTorch sees an NVIDIA GPU."""
 from __future__ import annotations
 
 import glob
+import json
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from slarm.convert.encoding import check_codec
 from slarm.convert.frames import Undecodable, training_images, training_images_torch
 from slarm.convert.settings import Settings
@@ -107,45 +112,66 @@ def test_a_decoder_process_gives_what_the_opencv_path_gives(raw):
     assert diff.mean() < 1.5, "same picture, up to decoder and rounding differences"
 
 
-def test_workers_send_their_frames_to_one_decoder_process(raw, tmp_path):
-    """Forked CPU workers with a decoder process (on the CPU here, on the GPU with --device
-    cuda): each episode what it is when this process prepares it with that decoder."""
+def in_a_fresh_process(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `code` in a new Python. Workers forked from this test process could hang: OpenCV's
+    thread pool, which earlier tests used here, does not survive a fork; slarm-convert forks its
+    workers before it decodes anything, as a fresh process does."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+PREPARE = """
+    import sys
+    from pathlib import Path
     from slarm.convert import frames, gpu_decoder
     from slarm.convert.prepare import prepare_episode
+    from slarm.convert.settings import Settings
     from slarm.convert.sources import find
     from slarm.convert.workers import in_workers
 
+    raw, out, device = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     sources, _, _ = find([raw])
     s = Settings(device="cuda")
-    with in_workers(prepare_episode, sources, tmp_path / "remote", s, 2, decoder_devices=["cpu"]) as results:
+"""
+
+
+def test_workers_send_their_frames_to_one_decoder_process(raw, tmp_path):
+    """Forked CPU workers with a decoder process (on the CPU here, on the GPU with --device
+    cuda): each episode what it is when one process prepares it with that decoder."""
+    r = in_a_fresh_process(PREPARE + """
+    import json, numpy as np
+    with in_workers(prepare_episode, sources, out / "remote", s, 2, decoder_devices=[device]) as results:
         remote = list(results)
-    with gpu_decoder.decoders(["cpu"]) as remotes:
+    with gpu_decoder.decoders([device]) as remotes:
         frames._decoder = gpu_decoder.Remote(*remotes[0])
-        try:
-            local = [prepare_episode(src, tmp_path / "local" / src.path.stem, s) for src in sources]
-        finally:
-            frames._decoder = None
-    assert len(remote) == len(local) == len(sources) == 2
-    for src, there, here in zip(sources, remote, local):
-        assert there.frames == here.frames == src.frames
-        np.testing.assert_array_equal(there.histograms["wrist"].counts, here.histograms["wrist"].counts)
-        assert there.videos["wrist"].read_bytes() == here.videos["wrist"].read_bytes()
+        local = [prepare_episode(src, out / "local" / src.path.stem, s) for src in sources]
+    print(json.dumps([{"frames": [src.frames, there.frames, here.frames],
+                       "same_counts": bool(np.array_equal(there.histograms["wrist"].counts,
+                                                          here.histograms["wrist"].counts)),
+                       "same_video": there.videos["wrist"].read_bytes() == here.videos["wrist"].read_bytes()}
+                      for src, there, here in zip(sources, remote, local)]))
+    """, str(raw), str(tmp_path), "cpu")
+    assert r.returncode == 0, r.stdout + r.stderr
+    episodes = json.loads(r.stdout.splitlines()[-1])
+    assert len(episodes) == 2
+    for e in episodes:
+        assert e["frames"][0] == e["frames"][1] == e["frames"][2] > 0
+        assert e["same_counts"] and e["same_video"], e
 
 
-def test_a_decoder_that_cannot_start_fails_the_run_not_the_episodes(raw, tmp_path, capfd):
+def test_a_decoder_that_cannot_start_fails_the_run_not_the_episodes(raw, tmp_path):
     """A decoder process that cannot open its device: the workers stop waiting for it at once and
     the run fails with one line (each episode is not skipped as damaged)."""
-    from slarm.convert.gpu_decoder import DecoderFailed
-    from slarm.convert.prepare import prepare_episode
-    from slarm.convert.sources import find
-    from slarm.convert.workers import in_workers
-
-    sources, _, _ = find([raw])
     started = time.monotonic()
-    with pytest.raises(DecoderFailed, match="the GPU decoder process could not start"):
-        with in_workers(prepare_episode, sources, tmp_path, Settings(device="cuda"), 2,
-                        decoder_devices=["cuda:7"]) as results:
-            list(results)
+    r = in_a_fresh_process(PREPARE + """
+    from slarm.convert.gpu_decoder import DecoderFailed
+    try:
+        with in_workers(prepare_episode, sources, out, s, 2, decoder_devices=[device]) as results:
+            print(list(results))
+    except DecoderFailed as e:
+        print(f"DecoderFailed: {e}")
+    """, str(raw), str(tmp_path), "cuda:7")
     assert time.monotonic() - started < 60
-    err = capfd.readouterr().err
-    assert "error: the GPU decoder on cuda:7 could not start:" in err and "Traceback" not in err, err
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "DecoderFailed: the GPU decoder process could not start (its message is above)"
+    assert "error: the GPU decoder on cuda:7 could not start:" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -30,6 +30,7 @@ from .workers import WORKER_NICENESS, run_episode
 
 INSTALL = "pip install 'slarm[ray]'"
 RETRIES = 3  # of a task whose worker process or node died
+AHEAD = 4
 
 
 def connect(address: str):
@@ -129,23 +130,32 @@ def on_ray(job, new: list[Source], folder: Path, settings: Settings, workers: in
                disable=None)
     pending: deque = deque()
 
-    def submit(i: int) -> None:
+    def submit(i: int):
         ref = task.remote(job, sources[i], settings)
         ref.future().add_done_callback(lambda _, frames=new[i].frames: bar.update(frames))
         pending.append(ref)
+        return ref
 
     def results():
-        for i in range(min(workers, len(new))):
-            submit(i)
+        # `workers` tasks run at a time; one that ends starts the next even while an earlier episode
+        # is still awaited (no core idles behind a long episode), up to AHEAD x workers episodes
+        # ahead of the writer (what waits in the object store stays bounded)
+        running: list = []
+        submitted = 0
         for i in range(len(new)):
+            while True:
+                while submitted < len(new) and len(running) < workers and submitted - i < AHEAD * workers:
+                    running.append(submit(submitted))
+                    submitted += 1
+                if pending[0] not in running:  # episode i is ready
+                    break
+                _, running = ray.wait(running, num_returns=1)
             try:
                 result, node, files = ray.get(pending.popleft())
             except ray.exceptions.RayError as e:  # the task failed as a whole, Ray's retries spent
                 cause = getattr(e, "cause", None) or e
                 raise RuntimeError(f"{new[i].path}: its Ray task failed: {first_line(cause)}") from None
             raise_if_stopped()
-            if i + workers < len(new):
-                submit(i + workers)
             nodes[node] += 1
             yield _landed(result, files, folder / f"episode-{i}")
 
