@@ -141,7 +141,7 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
         raise Refused(message)
     _check_one_setup(sources, settings, warning, note)
     first = sources[0]
-    cluster = _join(ray, sources) if ray is not None else None  # (CPUs, nodes); before the dataset is touched
+    cluster = on_ray.join(ray, sources) if ray is not None else None  # (CPUs, nodes)
 
     T.claim(dataset_dir)
     target = T.open_target(dataset_dir)
@@ -169,21 +169,10 @@ def convert(raw_dirs: Sequence[str | Path], dataset_dir: str | Path, *, size: tu
     return summary
 
 
-def _join(address: str, sources: list[Source]) -> tuple[int, int]:
-    """Join the Ray cluster at `address` and check that its nodes can read `sources`: its CPUs
-    and nodes."""
-    cpus = on_ray.connect(address)
-    try:
-        return cpus, on_ray.check_nodes(sources)
-    except BaseException:
-        on_ray.disconnect()
-        raise
-
-
 def _pool(cluster: tuple[int, int] | None, workers: int | None, new: list[Source], note: Callable[[str], None]):
     """Where episodes are prepared: pool(job, new, folder, settings) runs job for each episode and
     gives the results in episode order. workers.in_workers: processes on this machine;
-    on_ray.on_ray: tasks on the Ray cluster joined (_join), whose nodes are named when done."""
+    on_ray.on_ray: tasks on the Ray cluster joined (on_ray.join), whose nodes are named when done."""
     if cluster is None:
         workers = min(workers or usable_cores(), len(new))
         return lambda job, new, folder, settings: in_workers(job, new, folder, settings, workers)

@@ -20,13 +20,13 @@ from collections import Counter, deque
 from contextlib import contextmanager
 from pathlib import Path
 
-from slarm.common import count, first_line, listed, raise_if_stopped
+from slarm.common import first_line, listed, raise_if_stopped
 from slarm.errors import Refused
 
 from .prepare import Prepared
 from .settings import Settings
 from .sources import Source
-from .workers import WORKER_NICENESS, run_episode
+from .workers import as_a_worker, progress_bar, run_episode
 
 INSTALL = "pip install 'slarm[ray]'"
 RETRIES = 3  # of a task whose worker process or node died
@@ -53,6 +53,17 @@ def connect(address: str):
         raise Refused(f"--ray {address}: no Ray cluster could be joined there ({first_line(e)}); start one with "
                       "'ray start --head' and give its address (HOST:6379), or 'auto' on one of its nodes") from None
     return int(ray.cluster_resources().get("CPU", 0))
+
+
+def join(address: str, sources: list[Source]) -> tuple[int, int]:
+    """Join the Ray cluster at `address` and check that its nodes can read `sources` (before the
+    dataset is touched): its CPUs and nodes."""
+    cpus = connect(address)
+    try:
+        return cpus, check_nodes(sources)
+    except BaseException:
+        disconnect()
+        raise
 
 
 def _reachable(address: str, timeout: float = 10) -> None:
@@ -122,12 +133,10 @@ def on_ray(job, new: list[Source], folder: Path, settings: Settings, workers: in
     Skipped) in episode order, with a progress bar, and counts in `nodes` the episodes each node
     prepared. A failure or a Ctrl-C here cancels the rest."""
     import ray
-    from tqdm import tqdm
 
     task = ray.remote(num_cpus=1, max_retries=RETRIES, scheduling_strategy="SPREAD")(_run_on_node)
     sources = [dataclasses.replace(s, path=s.path.resolve()) for s in new]
-    bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=f"converting {count(len(new), 'episode')}",
-               disable=None)
+    bar = progress_bar(new)
     pending: deque = deque()
 
     def submit(i: int):
@@ -212,9 +221,5 @@ def _start_worker() -> None:
     """Once per Ray worker process: the priority and thread count of a local worker."""
     global _started
     if not _started:
-        import cv2
-
-        if hasattr(os, "nice"):
-            os.nice(WORKER_NICENESS)
-        cv2.setNumThreads(1)
+        as_a_worker(1)
         _started = True

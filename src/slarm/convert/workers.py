@@ -59,14 +59,11 @@ def in_workers(job, new: list[Source], folder: Path, settings: Settings, workers
 
 @contextmanager
 def _pool(job, new, folder, settings, workers, context, stopping, remotes):
-    from tqdm import tqdm
-
     threads = max(1, usable_cores() // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                initargs=(os.getpid(), stopping, threads, remotes, context.Value("i", 0)))
     futures = [pool.submit(_run, job, s, folder / f"episode-{i}", settings, threads) for i, s in enumerate(new)]
-    desc = f"converting {count(len(new), 'episode')}"
-    bar = tqdm(total=sum(s.frames for s in new), unit="frame", desc=desc, disable=None)
+    bar = progress_bar(new)
     for source, future in zip(new, futures):
         future.add_done_callback(lambda _, frames=source.frames: bar.update(frames))
 
@@ -125,18 +122,13 @@ def _start_worker(parent: int, stopping, threads: int, remotes: list, started) -
     """In a new worker: end with slarm-convert, even when it is killed (Linux; an orphaned worker
     would wait for work forever), and know when to stop early. A Ctrl-C (or a SIGTERM to the
     process group) reaches every worker too: slarm-convert, not each worker, decides what it
-    means. OpenCV gets the worker's share of the cores: its own pool of one thread per core
-    would compete with the other workers. With decoder processes (`remotes`), the workers take
+    means. With decoder processes (`remotes`), the workers take
     them in turn (`started` counts the workers started)."""
     global _stopping
-    if hasattr(os, "nice"):  # not on Windows. First: the threads started from now on inherit it
-        os.nice(WORKER_NICENESS)
-    import cv2
-
+    as_a_worker(threads)
     _stopping = stopping
     for sig in STOPS:
         signal.signal(sig, signal.SIG_IGN)
-    cv2.setNumThreads(threads)
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
@@ -145,6 +137,24 @@ def _start_worker(parent: int, stopping, threads: int, remotes: list, started) -
         with started.get_lock():
             k, started.value = started.value, started.value + 1
         frames._decoder = gpu_decoder.Remote(*remotes[k % len(remotes)])
+
+
+def as_a_worker(threads: int) -> None:
+    """A worker's priority (below slarm-convert's own process) and its share of the cores for
+    OpenCV (whose own pool of one thread per core would compete with the other workers)."""
+    if hasattr(os, "nice"):  # not on Windows. First: the threads started from now on inherit it
+        os.nice(WORKER_NICENESS)
+    import cv2
+
+    cv2.setNumThreads(threads)
+
+
+def progress_bar(new: list[Source]):
+    """The bar of a run converting the episodes `new`, in frames."""
+    from tqdm import tqdm
+
+    return tqdm(total=sum(s.frames for s in new), unit="frame", desc=f"converting {count(len(new), 'episode')}",
+                disable=None)
 
 
 def _run(job, source: Source, *args):
